@@ -1,0 +1,16 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test lint unit demo
+test: lint unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked
+
+demo:
+	@echo "make demo: coming with the operator (issue 4)"
