@@ -1,0 +1,1 @@
+//! SLA downtime budget over a rolling year.

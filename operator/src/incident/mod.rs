@@ -1,0 +1,1 @@
+//! Incident capture: log filtering and alert delivery.
