@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint unit demo
-test: lint unit
+.PHONY: test lint unit demo chart-test
+test: lint unit chart-test
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -14,3 +14,7 @@ unit:
 
 demo:
 	@echo "make demo: coming with the operator (issue 4)"
+
+# Helm chart, alert rules (promtool) and dashboard checks; no cluster needed.
+chart-test:
+	bash scripts/check-chart.sh

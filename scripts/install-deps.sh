@@ -3,7 +3,14 @@
 set -euo pipefail
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
+# promtool, for the chart's alert rule checks (Debian's package does not start the server here).
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
+# helm, built from its Go module into GOPATH/bin (scripts/check-chart.sh looks there too).
+gobin="$(go env GOPATH)/bin"
+command -v helm >/dev/null || [[ -x $gobin/helm ]] || GOBIN="$gobin" go install helm.sh/helm/v3/cmd/helm@v3.22.0
+# PyYAML, for scripts/chart_checks.py.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml

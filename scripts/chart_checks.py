@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Checks of the Helm chart that helm and promtool do not do themselves.
+
+Called by scripts/check-chart.sh; each subcommand prints what it checked and exits
+non-zero with a message naming the problem.
+"""
+import json
+import pathlib
+import re
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "shortener-operator"
+PREFIX = "shortener_operator_"
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+METRIC_RE = re.compile(r"\bshortener_operator_[a-z_]*[a-z]")
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def fail(msg):
+    raise CheckFailed(msg)
+
+
+def load_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def by_kind(docs):
+    kinds = {}
+    for d in docs:
+        kinds.setdefault(d["kind"], []).append(d)
+    return kinds
+
+
+def check_rendered(path, values_set, rules_out):
+    """Structural checks of one `helm template` output; writes the rendered rules, if any."""
+    docs = load_docs(path)
+    kinds = by_kind(docs)
+    deployments = kinds.get("Deployment", [])
+    if len(deployments) != 1:
+        fail(f"{values_set}: expected one Deployment, got {len(deployments)}")
+    pod = deployments[0]["spec"]["template"]["spec"]
+    psc = pod.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True:
+        fail(f"{values_set}: pod securityContext.runAsNonRoot is not true")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        fail(f"{values_set}: pod seccompProfile is not RuntimeDefault")
+    (container,) = pod["containers"]
+    sc = container.get("securityContext", {})
+    if sc.get("readOnlyRootFilesystem") is not True:
+        fail(f"{values_set}: container root filesystem is writable")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        fail(f"{values_set}: container allows privilege escalation")
+    if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+        fail(f"{values_set}: container does not drop ALL capabilities")
+    res = container.get("resources", {})
+    if not res.get("requests") or not res.get("limits"):
+        fail(f"{values_set}: container lacks resource requests or limits")
+    probes = {
+        "livenessProbe": "/healthz",
+        "readinessProbe": "/readyz",
+    }
+    for probe, want in probes.items():
+        got = container.get(probe, {}).get("httpGet", {})
+        if got.get("path") != want or got.get("port") != "http-metrics":
+            fail(f"{values_set}: {probe} is not GET {want} on port http-metrics: {got}")
+    if not any(p.get("name") == "http-metrics" for p in container.get("ports", [])):
+        fail(f"{values_set}: no container port named http-metrics")
+
+    cluster_roles = kinds.get("ClusterRole", [])
+    roles = kinds.get("Role", [])
+    all_rules = [r for role in cluster_roles + roles for r in role.get("rules", [])]
+    for rule in all_rules:
+        for verb in rule["verbs"]:
+            if verb == "*" or "*" in rule["resources"] or "*" in rule.get("apiGroups", []):
+                fail(f"{values_set}: wildcard in RBAC rule {rule}")
+        if "secrets" in rule["resources"] and set(rule["verbs"]) != {"get"}:
+            fail(f"{values_set}: secrets need get only, got {rule['verbs']}")
+    namespaced = any(
+        r.get("metadata", {}).get("namespace") and not r["metadata"]["name"].endswith("-leader-election")
+        for r in roles
+    )
+    if namespaced and cluster_roles:
+        fail(f"{values_set}: namespace-scoped install still creates a ClusterRole")
+    if not namespaced and not cluster_roles:
+        fail(f"{values_set}: no ClusterRole and no namespace Role")
+
+    summary = ", ".join(f"{k} x{len(v)}" for k, v in sorted(kinds.items()))
+    rules = kinds.get("PrometheusRule", [])
+    if rules:
+        (rule,) = rules
+        source = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+        if rule["spec"] != source:
+            fail(f"{values_set}: the PrometheusRule differs from files/prometheus-rules.yaml")
+        with open(rules_out, "w") as f:
+            yaml.safe_dump(rule["spec"], f, sort_keys=False)
+    dashboards = [
+        c for c in kinds.get("ConfigMap", []) if c["metadata"].get("labels", {}).get("grafana_dashboard")
+    ]
+    for cm in dashboards:
+        for key, text in cm["data"].items():
+            json.loads(text)
+    print(f"  {values_set}: {summary}")
+
+
+def contract_metrics():
+    """Metric names and types from the table in docs/contracts.md."""
+    text = (ROOT / "docs" / "contracts.md").read_text()
+    found = {}
+    for name, kind in re.findall(r"^\|\s*`(shortener_operator_[a-z_]+)`\s*\|\s*([a-z]+)", text, re.M):
+        found[name] = kind
+    if not found:
+        fail("docs/contracts.md lists no shortener_operator_ metrics")
+    return found
+
+
+PREFIX_BINDING_RE = re.compile(r'let\s+(\w+)\s*(?::\s*&str\s*)?=\s*"(shortener_operator_)";')
+
+
+def source_metrics():
+    """(names, histogram names) the operator's source defines, or None before it has a
+    metrics module. Names are literal (`"shortener_operator_x"`) or built from a bound prefix
+    (`let p = "shortener_operator_"; format!("{p}x")`). Test modules are left out, since
+    they spell series names (`..._count`), not metric names. A name is a histogram when
+    `Histogram` is written between it and the name before it."""
+    src = ROOT / "operator" / "src"
+    module = [src / "metrics.rs", src / "metrics"]
+    if not any(p.exists() for p in module):
+        return None
+    names, histograms = set(), set()
+    for f in sorted(src.rglob("*.rs")):
+        text = f.read_text(errors="replace").split("#[cfg(test)]")[0]
+        patterns = [METRIC_RE.pattern]
+        for ident, _ in PREFIX_BINDING_RE.findall(text):
+            patterns.append(r"\{" + re.escape(ident) + r"\}([a-z_]*[a-z])")
+        found = []
+        for pat in patterns:
+            for m in re.finditer(pat, text):
+                name = m.group() if m.lastindex is None else PREFIX + m.group(1)
+                found.append((m.start(), m.end(), name))
+        found.sort()
+        prev_end = 0
+        for start, end, name in found:
+            names.add(name)
+            if "Histogram" in text[max(prev_end, start - 400) : start]:
+                histograms.add(name)
+            prev_end = end
+    if not names:
+        fail(
+            "operator/src has a metrics module but no shortener_operator_* names this check "
+            "can read; spell them as literals or as format!(\"{p}name\") with a bound prefix"
+        )
+    return names, histograms
+
+
+def used_metrics():
+    uses = {}
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    exprs = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("expr", "query", "definition") and isinstance(v, str):
+                    exprs.append(v)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(dashboard)
+    if not exprs:
+        fail("the dashboard has no queries")
+    for e in exprs:
+        for m in METRIC_RE.findall(e):
+            uses.setdefault(m, set()).add("dashboard")
+    rules = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            for m in METRIC_RE.findall(rule["expr"]):
+                uses.setdefault(m, set()).add(f"alert {rule.get('alert', rule.get('record'))}")
+    return uses
+
+
+def check_metrics():
+    contract = contract_metrics()
+    source = source_metrics()
+    if source is None:
+        print("  NOTE: operator/src has no metrics module yet: cross-checking against docs/contracts.md")
+        known = set(contract)
+        histograms = {n for n, k in contract.items() if k == "histogram"}
+    else:
+        known, histograms = source
+        print(f"  operator/src registers {len(known)} metric names ({len(histograms)} histograms)")
+        missing = sorted(set(contract) - known)
+        if missing:
+            fail(f"metrics in docs/contracts.md but not in operator/src: {missing}")
+        histograms |= {n for n, k in contract.items() if k == "histogram"}
+    uses = used_metrics()
+    unknown, bases_used = [], set()
+    for name, where in sorted(uses.items()):
+        base = name
+        for suffix in HISTOGRAM_SUFFIXES:
+            if name.endswith(suffix) and name[: -len(suffix)] in histograms:
+                base = name[: -len(suffix)]
+        bases_used.add(base)
+        if base not in known:
+            unknown.append(f"{name} (in {', '.join(sorted(where))})")
+    if unknown:
+        fail("metric names the operator does not register:\n    " + "\n    ".join(unknown))
+    print(f"  {len(uses)} metric names used by the dashboard and rules, all known")
+    unused = sorted(n for n in contract if n not in bases_used)
+    if unused:
+        print(f"  (not shown anywhere: {', '.join(unused)})")
+
+
+def values_paths(node, prefix=""):
+    paths = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            p = f"{prefix}.{k}" if prefix else k
+            paths.add(p)
+            paths |= values_paths(v, p)
+    return paths
+
+
+def check_values_doc():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    documented = re.findall(r"^\|\s*`([A-Za-z0-9_.]+)`\s*\|", readme, re.M)
+    if not documented:
+        fail("charts/shortener-operator/README.md has no values table")
+    paths = values_paths(values)
+    stale = sorted(d for d in documented if d not in paths)
+    if stale:
+        fail(f"README documents values that values.yaml does not have: {stale}")
+    tops = {d.split(".")[0] for d in documented}
+    undocumented = sorted(k for k in values if k not in tops)
+    if undocumented:
+        fail(f"top-level values not documented in the chart README: {undocumented}")
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    unschema = sorted(k for k in values if k not in schema.get("properties", {}))
+    if unschema:
+        fail(f"top-level values missing from values.schema.json: {unschema}")
+    print(f"  {len(values)} top-level values, {len(documented)} README rows, all consistent")
+
+
+def main(argv):
+    cmd = argv[1] if len(argv) > 1 else ""
+    try:
+        if cmd == "rendered":
+            check_rendered(argv[2], argv[3], argv[4])
+        elif cmd == "metrics":
+            check_metrics()
+        elif cmd == "values-doc":
+            check_values_doc()
+        else:
+            print("usage: chart_checks.py rendered FILE NAME RULES_OUT | metrics | values-doc", file=sys.stderr)
+            return 2
+    except CheckFailed as e:
+        print(f"  FAIL: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
