@@ -38,7 +38,40 @@ def by_kind(docs):
     return kinds
 
 
-def check_rendered(path, values_set, rules_out):
+CLAP_ARG_RE = re.compile(r"#\[arg\(([^\]]*)\)\]\s*(?:///[^\n]*\s*)*(?:pub\s+)?(\w+)\s*:")
+
+
+def operator_flags():
+    """Long flags of the operator's clap structs (`#[arg(long)] metrics_addr` is
+    --metrics-addr), or None when no source declares any yet."""
+    flags = set()
+    for f in (ROOT / "operator" / "src").rglob("*.rs"):
+        text = f.read_text(errors="replace")
+        if "Parser" not in text:
+            continue
+        for attrs, field in CLAP_ARG_RE.findall(text):
+            explicit = re.search(r'\blong\s*=\s*"([^"]+)"', attrs)
+            if explicit:
+                flags.add("--" + explicit.group(1))
+            elif re.search(r"\blong\b", attrs):
+                flags.add("--" + field.replace("_", "-"))
+    return flags or None
+
+
+def check_flags(values_set, args):
+    """The operator must accept every flag the chart passes, or its pod crash-loops."""
+    known = operator_flags()
+    if known is None:
+        print(f"  NOTE: {values_set}: no clap flags found in operator/src; flags not checked")
+        return
+    passed = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    unknown = sorted(passed - known)
+    if unknown:
+        fail(f"{values_set}: the chart passes flags the operator does not define: {unknown} "
+             f"(it defines {sorted(known)})")
+
+
+def check_rendered(path, values_set, rules_out, strict_flags):
     """Structural checks of one `helm template` output; writes the rendered rules, if any."""
     docs = load_docs(path)
     kinds = by_kind(docs)
@@ -72,6 +105,8 @@ def check_rendered(path, values_set, rules_out):
             fail(f"{values_set}: {probe} is not GET {want} on port http-metrics: {got}")
     if not any(p.get("name") == "http-metrics" for p in container.get("ports", [])):
         fail(f"{values_set}: no container port named http-metrics")
+    if strict_flags:
+        check_flags(values_set, container.get("args", []))
 
     cluster_roles = kinds.get("ClusterRole", [])
     roles = kinds.get("Role", [])
@@ -256,13 +291,13 @@ def main(argv):
     cmd = argv[1] if len(argv) > 1 else ""
     try:
         if cmd == "rendered":
-            check_rendered(argv[2], argv[3], argv[4])
+            check_rendered(argv[2], argv[3], argv[4], strict_flags=len(argv) > 5 and argv[5] == "--check-flags")
         elif cmd == "metrics":
             check_metrics()
         elif cmd == "values-doc":
             check_values_doc()
         else:
-            print("usage: chart_checks.py rendered FILE NAME RULES_OUT | metrics | values-doc", file=sys.stderr)
+            print("usage: chart_checks.py rendered FILE NAME RULES_OUT [--check-flags] | metrics | values-doc", file=sys.stderr)
             return 2
     except CheckFailed as e:
         print(f"  FAIL: {e}", file=sys.stderr)
