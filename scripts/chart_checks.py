@@ -287,6 +287,28 @@ def check_values_doc():
     print(f"  {len(values)} top-level values, {len(documented)} README rows, all consistent")
 
 
+def serve_file(path, port_file):
+    """Serves FILE as /metrics on a free loopback port (written to PORT_FILE): a stand-in
+    operator whose counters a test changes by rewriting FILE."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = pathlib.Path(path).read_bytes()
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    pathlib.Path(port_file).write_text(str(server.server_address[1]))
+    server.serve_forever()
+
+
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else ""
     try:
@@ -294,6 +316,8 @@ def main(argv):
             check_rendered(argv[2], argv[3], argv[4], strict_flags=len(argv) > 5 and argv[5] == "--check-flags")
         elif cmd == "metrics":
             check_metrics()
+        elif cmd == "serve-file":
+            serve_file(argv[2], argv[3])
         elif cmd == "values-doc":
             check_values_doc()
         else:

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A throwaway Prometheus on loopback that scrapes the operator and evaluates the chart's
+# alert rules, for end-to-end tests and the demo. Uses Debian's `prometheus` binary.
+#
+#   scripts/prometheus-local.sh start HOST:PORT   # scrape the operator's /metrics there
+#   scripts/prometheus-local.sh wait-alert NAME [TIMEOUT_SECONDS]   # until NAME is firing
+#   scripts/prometheus-local.sh alerts            # firing and pending alerts, as JSON
+#   scripts/prometheus-local.sh stop
+#
+# Env: PROM_DIR (state, default .testenv/prometheus), PROM_PORT (default 19090),
+# PROM_INTERVAL (scrape and rule evaluation interval, default 1s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROM_DIR=${PROM_DIR:-.testenv/prometheus}
+PROM_PORT=${PROM_PORT:-19090}
+PROM_INTERVAL=${PROM_INTERVAL:-1s}
+RULES=$PWD/charts/shortener-operator/files/prometheus-rules.yaml
+url="http://127.0.0.1:$PROM_PORT"
+
+die() { echo "prometheus-local: $*" >&2; exit 1; }
+
+start() {
+  local target=$1
+  [[ $target == 127.* || $target == localhost:* ]] || die "target must be on loopback, got $target"
+  command -v prometheus >/dev/null || die "prometheus not found (apt-get install prometheus)"
+  if [[ -f $PROM_DIR/pid ]] && kill -0 "$(cat "$PROM_DIR/pid")" 2>/dev/null; then
+    die "already running (pid $(cat "$PROM_DIR/pid")); stop it first"
+  fi
+  mkdir -p "$PROM_DIR/data"
+  # job_name and honor_labels as the chart's ServiceMonitor sets them, so the rules match.
+  cat >"$PROM_DIR/prometheus.yml" <<YAML
+global:
+  scrape_interval: $PROM_INTERVAL
+  evaluation_interval: $PROM_INTERVAL
+rule_files:
+  - $RULES
+scrape_configs:
+  - job_name: shortener-operator
+    honor_labels: true
+    static_configs:
+      - targets: ["$target"]
+YAML
+  prometheus --config.file="$PROM_DIR/prometheus.yml" --storage.tsdb.path="$PROM_DIR/data" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" >"$PROM_DIR/prometheus.log" 2>&1 &
+  echo $! >"$PROM_DIR/pid"
+  local deadline=$((SECONDS + 30))
+  until curl -fsS "$url/-/ready" >/dev/null 2>&1; do
+    kill -0 "$(cat "$PROM_DIR/pid")" 2>/dev/null || { tail -20 "$PROM_DIR/prometheus.log" >&2; die "exited"; }
+    ((SECONDS < deadline)) || die "not ready after 30s; see $PROM_DIR/prometheus.log"
+    sleep 0.2
+  done
+  echo "prometheus-local: $url scraping $target (pid $(cat "$PROM_DIR/pid"))"
+}
+
+stop() {
+  [[ -f $PROM_DIR/pid ]] || return 0
+  local pid
+  pid=$(cat "$PROM_DIR/pid")
+  if kill "$pid" 2>/dev/null; then
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  fi
+  rm -f "$PROM_DIR/pid"
+}
+
+alerts() { curl -fsS "$url/api/v1/alerts"; }
+
+wait_alert() {
+  local name=$1 timeout=${2:-60}
+  local deadline=$((SECONDS + timeout))
+  while ((SECONDS < deadline)); do
+    if alerts | python3 -c '
+import json, sys
+alerts = json.load(sys.stdin)["data"]["alerts"]
+firing = [a for a in alerts if a["labels"]["alertname"] == sys.argv[1] and a["state"] == "firing"]
+for a in firing:
+    print(json.dumps(a["labels"], sort_keys=True))
+sys.exit(0 if firing else 1)
+' "$name"; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  die "$name not firing after ${timeout}s"
+}
+
+case ${1:-} in
+  start) start "${2:?usage: start HOST:PORT}" ;;
+  stop) stop ;;
+  alerts) alerts ;;
+  wait-alert) wait_alert "${2:?usage: wait-alert NAME [TIMEOUT]}" "${3:-60}" ;;
+  *) die "usage: start HOST:PORT | wait-alert NAME [TIMEOUT] | alerts | stop" ;;
+esac
