@@ -256,6 +256,87 @@ def check_metrics():
         print(f"  (not shown anywhere: {', '.join(unused)})")
 
 
+DASHBOARD_VARS = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "$namespace": ".*",
+    "$release": ".*",
+}
+REQUIRED_PANELS = [
+    "releases by phase",
+    "rollbacks",
+    "incidents",
+    "time to restore",
+    "budget remaining",
+    "reconcile rate",
+    "reconcile latency",
+    "reconcile error",
+]
+
+
+def dashboard_queries(dashboard):
+    out = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            out.append((panel["title"], target["expr"]))
+    return out
+
+
+def check_dashboard(prom_url=None):
+    """The dashboard's structure; with a Prometheus URL, every query is also parsed there."""
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    for key in ("uid", "title", "schemaVersion", "panels", "templating"):
+        if key not in dashboard:
+            fail(f"dashboard has no {key}")
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    if len(ids) != len(set(ids)):
+        fail("dashboard panel ids are not unique")
+    cells = {}
+    for p in panels:
+        g = p["gridPos"]
+        if g["x"] < 0 or g["w"] < 1 or g["x"] + g["w"] > 24:
+            fail(f"panel '{p['title']}' does not fit the 24-column grid: {g}")
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in cells:
+                    fail(f"panels '{cells[(x, y)]}' and '{p['title']}' overlap")
+                cells[(x, y)] = p["title"]
+        if p["type"] != "row":
+            if not p.get("targets"):
+                fail(f"panel '{p['title']}' has no queries")
+            if p.get("datasource", {}).get("uid") != "${datasource}":
+                fail(f"panel '{p['title']}' does not use the $datasource variable")
+    defined = {v["name"] for v in dashboard["templating"]["list"]}
+    for title, expr in dashboard_queries(dashboard):
+        for var in re.findall(r"\$(\w+)", expr):
+            if not var.startswith("__") and var not in defined:
+                fail(f"panel '{title}' uses undefined variable ${var}")
+    titles = " | ".join(p["title"].lower() for p in panels)
+    missing = [t for t in REQUIRED_PANELS if t not in titles]
+    if missing:
+        fail(f"dashboard lacks panels for: {missing}")
+    queries = dashboard_queries(dashboard)
+    if prom_url:
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        for title, expr in queries:
+            for var, value in DASHBOARD_VARS.items():
+                expr = expr.replace(var, value)
+            query = urllib.parse.urlencode({"query": expr})
+            try:
+                with urllib.request.urlopen(f"{prom_url}/api/v1/query?{query}", timeout=10) as r:
+                    json.load(r)
+            except urllib.error.HTTPError as e:
+                fail(f"panel '{title}': Prometheus rejects {expr!r}: {e.read().decode(errors='replace')}")
+        print(f"  {len(panels)} panels, {len(queries)} queries, all accepted by Prometheus")
+    else:
+        print(f"  {len(panels)} panels, {len(queries)} queries, layout and variables consistent")
+
+
 def values_paths(node, prefix=""):
     paths = set()
     if isinstance(node, dict):
@@ -316,12 +397,14 @@ def main(argv):
             check_rendered(argv[2], argv[3], argv[4], strict_flags=len(argv) > 5 and argv[5] == "--check-flags")
         elif cmd == "metrics":
             check_metrics()
+        elif cmd == "dashboard":
+            check_dashboard(argv[2] if len(argv) > 2 else None)
         elif cmd == "serve-file":
             serve_file(argv[2], argv[3])
         elif cmd == "values-doc":
             check_values_doc()
         else:
-            print("usage: chart_checks.py rendered FILE NAME RULES_OUT [--check-flags] | metrics | values-doc", file=sys.stderr)
+            print("usage: chart_checks.py rendered FILE NAME RULES_OUT [--check-flags] | metrics | dashboard [PROM_URL] | values-doc", file=sys.stderr)
             return 2
     except CheckFailed as e:
         print(f"  FAIL: {e}", file=sys.stderr)

@@ -96,7 +96,10 @@ step "promtool test rules"
 (cd "$CHART/tests" && "$PROMTOOL" test rules prometheus-rules.test.yaml) | sed 's/^/  /' \
   || bad "promtool test rules"
 
-step "a real Prometheus evaluates the rules (stub exporter on loopback)"
+step "dashboard JSON"
+python3 scripts/chart_checks.py dashboard || bad "dashboard structure"
+
+step "a real Prometheus evaluates the rules and dashboard queries (stub exporter on loopback)"
 # The rule file as Prometheus loads it, scraping over HTTP: a rollback counter going from
 # 0 to 1 fires ShortenerReleaseRolledBack. The live test against the operator is in the e2e suite.
 prom_live() {
@@ -129,6 +132,9 @@ prom_live() {
       sed -i 's/} 0$/} 1/' "$metrics"
       scripts/prometheus-local.sh wait-alert ShortenerReleaseRolledBack 30 | sed 's/^/  firing: /' || rc=1
     fi
+    if ((rc == 0)); then
+      python3 scripts/chart_checks.py dashboard "http://127.0.0.1:$port" || rc=1
+    fi
   else
     rc=1
   fi
@@ -138,7 +144,7 @@ prom_live() {
   return $rc
 }
 if command -v prometheus >/dev/null; then
-  prom_live || bad "Prometheus did not fire ShortenerReleaseRolledBack for a scraped rollback"
+  prom_live || bad "the rules or dashboard queries in a real Prometheus"
 else
   bad "prometheus (Debian package) not installed; run scripts/install-deps.sh"
 fi
