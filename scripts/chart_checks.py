@@ -71,6 +71,35 @@ def check_flags(values_set, args):
              f"(it defines {sorted(known)})")
 
 
+# Exactly what the operator calls (see the chart README); anything more fails the check,
+# and the e2e install on testenv proves it is enough.
+OPERATOR_RBAC = {
+    ("shortener.dev", "shortenerreleases"): {"get", "list", "watch", "patch"},
+    ("shortener.dev", "shortenerreleases/status"): {"get", "patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods/log"): {"get"},
+    ("", "secrets"): {"get"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+LEASE_RBAC = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+
+
+def grants(role):
+    """(apiGroup, resource) -> verbs of a Role or ClusterRole, merged over its rules."""
+    out = {}
+    for rule in role.get("rules", []):
+        if rule.get("resourceNames") or rule.get("nonResourceURLs"):
+            fail(f"{role['metadata']['name']}: unexpected resourceNames/nonResourceURLs in {rule}")
+        for group in rule.get("apiGroups", []):
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
 def check_rendered(path, values_set, rules_out, strict_flags):
     """Structural checks of one `helm template` output; writes the rendered rules, if any."""
     docs = load_docs(path)
@@ -110,21 +139,25 @@ def check_rendered(path, values_set, rules_out, strict_flags):
 
     cluster_roles = kinds.get("ClusterRole", [])
     roles = kinds.get("Role", [])
-    all_rules = [r for role in cluster_roles + roles for r in role.get("rules", [])]
-    for rule in all_rules:
-        for verb in rule["verbs"]:
-            if verb == "*" or "*" in rule["resources"] or "*" in rule.get("apiGroups", []):
-                fail(f"{values_set}: wildcard in RBAC rule {rule}")
-        if "secrets" in rule["resources"] and set(rule["verbs"]) != {"get"}:
-            fail(f"{values_set}: secrets need get only, got {rule['verbs']}")
-    namespaced = any(
-        r.get("metadata", {}).get("namespace") and not r["metadata"]["name"].endswith("-leader-election")
-        for r in roles
-    )
-    if namespaced and cluster_roles:
-        fail(f"{values_set}: namespace-scoped install still creates a ClusterRole")
-    if not namespaced and not cluster_roles:
-        fail(f"{values_set}: no ClusterRole and no namespace Role")
+    lease_roles = [r for r in roles if r["metadata"]["name"].endswith("-leader-election")]
+    main_roles = cluster_roles + [r for r in roles if r not in lease_roles]
+    if len(main_roles) != 1:
+        fail(f"{values_set}: expected one ClusterRole or one namespace Role, got {len(main_roles)}")
+    for role, want in [(main_roles[0], OPERATOR_RBAC)] + [(r, LEASE_RBAC) for r in lease_roles]:
+        got = grants(role)
+        if got != want:
+            diff = []
+            for key in sorted(set(got) | set(want)):
+                extra = got.get(key, set()) - want.get(key, set())
+                missing = want.get(key, set()) - got.get(key, set())
+                if extra or missing:
+                    diff.append(f"{'/'.join(key)}: extra {sorted(extra)}, missing {sorted(missing)}")
+            fail(f"{values_set}: {role['kind']} {role['metadata']['name']} is not least privilege: "
+                 + "; ".join(diff))
+    if values_set != "namespaced" and main_roles[0]["kind"] != "ClusterRole":
+        fail(f"{values_set}: expected a ClusterRole")
+    if values_set == "namespaced" and cluster_roles:
+        fail(f"{values_set}: a namespace-scoped install still creates a ClusterRole")
 
     summary = ", ".join(f"{k} x{len(v)}" for k, v in sorted(kinds.items()))
     rules = kinds.get("PrometheusRule", [])
