@@ -151,7 +151,7 @@ def check_rendered(path, values_set, rules_out, strict_flags):
                 extra = got.get(key, set()) - want.get(key, set())
                 missing = want.get(key, set()) - got.get(key, set())
                 if extra or missing:
-                    diff.append(f"{'/'.join(key)}: extra {sorted(extra)}, missing {sorted(missing)}")
+                    diff.append(f"{key[0] or 'core'}/{key[1]}: extra {sorted(extra)}, missing {sorted(missing)}")
             fail(f"{values_set}: {role['kind']} {role['metadata']['name']} is not least privilege: "
                  + "; ".join(diff))
     if values_set != "namespaced" and main_roles[0]["kind"] != "ClusterRole":
