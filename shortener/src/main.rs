@@ -1,1 +1,31 @@
-fn main() {}
+//! The URL shortener the ShortenerRelease operator deploys. See shortener/README.md.
+
+mod app;
+mod config;
+mod error;
+mod fault;
+mod hits;
+mod metrics;
+mod routes;
+mod server;
+mod slug;
+mod store;
+mod target;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = config::Config::parse();
+    telemetry::init(config.log_format);
+    match server::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

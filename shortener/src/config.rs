@@ -1,0 +1,77 @@
+//! Command-line and environment configuration. Names follow docs/contracts.md: the operator
+//! and testenv set the env variables, so they must not drift.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "shortener",
+    version,
+    about = "A URL shortener backed by SQLite"
+)]
+pub struct Config {
+    /// Address to bind.
+    #[arg(long, env = "SHORTENER_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port to bind (0 picks a free port; the chosen address is logged).
+    #[arg(long, env = "SHORTENER_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// SQLite file (WAL mode). Processes given the same file share their URLs.
+    #[arg(long, env = "SHORTENER_STORE", default_value = "shortener.db")]
+    pub store: PathBuf,
+
+    /// Base of `short_url` in responses, e.g. `https://sho.rt`. Default: `http://` plus the
+    /// request's Host header.
+    #[arg(long, env = "SHORTENER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Log line format.
+    #[arg(long, env = "SHORTENER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Longest time a request may take before it is answered with 503.
+    #[arg(long, env = "SHORTENER_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Fault injection for game days; see shortener/README.md. Off when unset.
+    #[arg(long, env = "SHORTENER_FAULT", hide = true)]
+    pub fault: Option<String>,
+
+    /// Version reported in logs and `shortener_build_info{version}`.
+    #[arg(long, env = "SHORTENER_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    pub release_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::try_parse_from(["shortener"]).unwrap();
+        assert_eq!(c.host.to_string(), "0.0.0.0");
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.store, PathBuf::from("shortener.db"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.public_url, None);
+    }
+}

@@ -1,0 +1,272 @@
+//! The durable store: one SQLite file in WAL mode, shared safely by several processes on one
+//! host (blue-green runs two revisions on the same file).
+//!
+//! SQLite calls block, so each runs on tokio's blocking pool with a connection taken from a
+//! small pool. `synchronous=FULL` makes every commit reach the disk before the call returns,
+//! which is what lets the API answer 201 only for a URL that survives a SIGKILL.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use tokio::sync::Semaphore;
+
+/// How long a statement waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("slug {0:?} is already taken")]
+    SlugTaken(String),
+    #[error("store file {0} is gone")]
+    Missing(PathBuf),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store worker failed: {0}")]
+    Worker(String),
+    #[error("store is closed")]
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlRecord {
+    pub slug: String,
+    pub url: String,
+    pub hits: u64,
+    pub created_at: String,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store and its schema, and checks it answers a query,
+    /// so a bad path fails at start with a clear message.
+    pub fn open(path: &Path, connections: usize) -> Result<Arc<Self>, StoreError> {
+        let first = open_connection(path)?;
+        first.execute_batch(
+            "CREATE TABLE IF NOT EXISTS urls (
+                 slug       TEXT PRIMARY KEY NOT NULL,
+                 url        TEXT NOT NULL,
+                 hits       INTEGER NOT NULL DEFAULT 0,
+                 created_at TEXT NOT NULL
+             );",
+        )?;
+        let mut idle = vec![first];
+        for _ in 1..connections {
+            idle.push(open_connection(path)?);
+        }
+        Ok(Arc::new(Self {
+            path: path.to_owned(),
+            idle: Mutex::new(idle),
+            permits: Semaphore::new(connections),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with a pooled connection on the blocking pool.
+    async fn with_conn<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let taken = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let this = Arc::clone(self);
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            // A connection lost to a panicking closure is replaced here rather than shrinking
+            // the pool for good.
+            let mut conn = match taken {
+                Some(c) => c,
+                None => open_connection(&this.path)?,
+            };
+            let result = f(&mut conn);
+            Ok::<_, StoreError>((conn, result))
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))??;
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+        result
+    }
+
+    pub async fn insert(self: &Arc<Self>, slug: String, url: String) -> Result<(), StoreError> {
+        self.with_conn(move |conn| {
+            let inserted = conn.execute(
+                "INSERT INTO urls (slug, url, created_at)
+                 VALUES (?1, ?2, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                params![slug, url],
+            );
+            match inserted {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::SlugTaken(slug))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    pub async fn resolve(self: &Arc<Self>, slug: String) -> Result<Option<String>, StoreError> {
+        self.with_conn(move |conn| {
+            let url = conn
+                .prepare_cached("SELECT url FROM urls WHERE slug = ?1")?
+                .query_row([slug], |row| row.get(0))
+                .optional()?;
+            Ok(url)
+        })
+        .await
+    }
+
+    pub async fn get(self: &Arc<Self>, slug: String) -> Result<Option<UrlRecord>, StoreError> {
+        self.with_conn(move |conn| {
+            let record = conn
+                .prepare_cached("SELECT slug, url, hits, created_at FROM urls WHERE slug = ?1")?
+                .query_row([slug], |row| {
+                    Ok(UrlRecord {
+                        slug: row.get(0)?,
+                        url: row.get(1)?,
+                        hits: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                        created_at: row.get(3)?,
+                    })
+                })
+                .optional()?;
+            Ok(record)
+        })
+        .await
+    }
+
+    /// Returns whether a row was deleted.
+    pub async fn delete(self: &Arc<Self>, slug: String) -> Result<bool, StoreError> {
+        self.with_conn(
+            move |conn| Ok(conn.execute("DELETE FROM urls WHERE slug = ?1", [slug])? > 0),
+        )
+        .await
+    }
+
+    pub async fn count(self: &Arc<Self>) -> Result<u64, StoreError> {
+        self.with_conn(|conn| {
+            let n: i64 = conn.query_row("SELECT count(*) FROM urls", [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// Adds counted hits in one transaction.
+    pub async fn add_hits(self: &Arc<Self>, hits: HashMap<String, u64>) -> Result<(), StoreError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut stmt =
+                    tx.prepare_cached("UPDATE urls SET hits = hits + ?1 WHERE slug = ?2")?;
+                for (slug, n) in &hits {
+                    stmt.execute(params![i64::try_from(*n).unwrap_or(i64::MAX), slug])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The readiness check: the file is still where other processes will look for it, and the
+    /// schema answers a real query through the same pool requests use.
+    pub async fn check(self: &Arc<Self>) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        self.with_conn(move |conn| {
+            if !path.exists() {
+                return Err(StoreError::Missing(path));
+            }
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM urls)", [], |r| {
+                r.get::<_, bool>(0)
+            })?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    // busy_timeout first: switching to WAL takes a lock another process may hold.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Worker(format!(
+            "could not switch {} to WAL (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn insert_get_delete_and_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), 2).unwrap();
+        store
+            .insert("abc".into(), "https://a.example/".into())
+            .await
+            .unwrap();
+        let taken = store
+            .insert("abc".into(), "https://b.example/".into())
+            .await;
+        assert!(matches!(taken, Err(StoreError::SlugTaken(s)) if s == "abc"));
+        let rec = store.get("abc".into()).await.unwrap().unwrap();
+        assert_eq!(rec.url, "https://a.example/");
+        assert_eq!(rec.hits, 0);
+        store
+            .add_hits(HashMap::from([("abc".to_owned(), 3)]))
+            .await
+            .unwrap();
+        assert_eq!(store.get("abc".into()).await.unwrap().unwrap().hits, 3);
+        assert_eq!(store.count().await.unwrap(), 1);
+        assert!(store.delete("abc".into()).await.unwrap());
+        assert!(!store.delete("abc".into()).await.unwrap());
+        assert_eq!(store.resolve("abc".into()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn check_fails_when_the_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, 1).unwrap();
+        store.check().await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(store.check().await, Err(StoreError::Missing(_))));
+    }
+
+    #[test]
+    fn open_fails_clearly_for_a_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Store::open(&dir.path().join("no/such/dir/s.db"), 1).unwrap_err();
+        assert!(err.to_string().contains("sqlite"), "{err}");
+    }
+}
