@@ -1,1 +1,4 @@
 //! Incident capture: log filtering and alert delivery.
+
+pub mod filter;
+pub mod webhook;

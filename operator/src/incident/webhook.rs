@@ -1,0 +1,1 @@
+//! Incident alerts to an incoming webhook (Slack, Teams or plain JSON receivers).
