@@ -1,1 +1,159 @@
-fn main() {}
+//! The operator binary: controller plus `/metrics`, `/healthz` and `/readyz`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::{Parser, ValueEnum};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use operator::controller::{self, Context};
+use operator::metrics::Metrics;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::sync::watch;
+use tracing::info;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Kubernetes operator for ShortenerRelease: blue-green rollouts with automatic rollback.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Kubeconfig file; without it, $KUBECONFIG, ~/.kube/config or the in-cluster config.
+    #[arg(long, env = "OPERATOR_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone)]
+struct Web {
+    registry: Registry,
+    ready: Arc<AtomicBool>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer().await?,
+    };
+    let client = Client::try_from(config)?;
+
+    let registry = Registry::new();
+    let metrics = Metrics::new(&registry)?;
+    metrics.up.set(1.0);
+    let ctx = Arc::new(Context::new(client, metrics)?);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let web = Web {
+        registry,
+        ready: ready.clone(),
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(web);
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding {}", args.metrics_addr))?;
+    info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    let mut web_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = web_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    ready.store(true, Ordering::SeqCst);
+    let mut ctl_stop = stop_rx.clone();
+    controller::run(ctx, async move {
+        let _ = ctl_stop.wait_for(|s| *s).await;
+    })
+    .await;
+    ready.store(false, Ordering::SeqCst);
+    server.await??;
+    info!("stopped");
+    Ok(())
+}
+
+async fn metrics_handler(State(web): State<Web>) -> impl IntoResponse {
+    let mut buf = Vec::new();
+    match TextEncoder::new().encode(&web.registry.gather(), &mut buf) {
+        Ok(()) => (StatusCode::OK, buf).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn readyz(State(web): State<Web>) -> impl IntoResponse {
+    if web.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,378 @@
+//! Observe the cluster, ask [`crate::rollout::decide`], run the probes it asks for and
+//! apply its plan: the only module that writes to the API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::controller::{Context, Error, Result};
+use crate::crd::ShortenerRelease;
+use crate::probes;
+use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
+use crate::rollout::{
+    self, AnalysisSample, Decision, DeploymentAction, FailureReason, Input, Observed, Plan,
+    PodFailure, Probe, SmokeResult,
+};
+
+pub const ANNOTATION_PAUSED: &str = "shortener.dev/paused";
+pub const ANNOTATION_RETRY: &str = "shortener.dev/retry";
+
+/// Pod IPs of one revision.
+#[derive(Default)]
+struct PodAddresses {
+    ready: Vec<String>,
+    all: Vec<String>,
+}
+
+pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<Action> {
+    let ns = sr
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = sr.name_any();
+    let spec = &sr.spec;
+    let hash = resources::template_hash(&resources::pod_template(&name, spec));
+    let (mut observed, addresses) = observe(ctx, &ns, &name).await?;
+    let status = sr.status.clone().unwrap_or_default();
+    let paused = sr.annotations().get(ANNOTATION_PAUSED).map(String::as_str) == Some("true");
+    let retry = sr.annotations().get(ANNOTATION_RETRY).cloned();
+    let now = Timestamp::now();
+
+    // At most one probe of each kind per reconcile, then the decision is final.
+    let plan = loop {
+        let input = Input {
+            spec,
+            generation: sr.metadata.generation,
+            status: &status,
+            desired_hash: &hash,
+            paused,
+            retry: retry.as_deref(),
+            observed: &observed,
+            now,
+        };
+        match rollout::decide(&input) {
+            Decision::Act(plan) => break plan,
+            Decision::Probe(Probe::SmokeTest { hash }) if observed.smoke.is_none() => {
+                let ips = addresses
+                    .get(&hash)
+                    .map(|a| a.ready.clone())
+                    .unwrap_or_default();
+                observed.smoke = Some(smoke(ctx, &ips, spec.port, &hash).await);
+            }
+            Decision::Probe(Probe::Analyze { hash }) if observed.analysis.is_none() => {
+                let ips = addresses
+                    .get(&hash)
+                    .map(|a| a.all.clone())
+                    .unwrap_or_default();
+                let key = format!("{ns}/{name}/{hash}");
+                observed.analysis = Some(analyze(ctx, &key, &ips, spec.port).await);
+            }
+            Decision::Probe(p) => {
+                warn!(probe = ?p, "decision asked for the same probe twice");
+                return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+            }
+        }
+    };
+    execute(sr, ctx, &ns, &name, &plan).await?;
+    Ok(Action::requeue(plan.requeue))
+}
+
+/// Reads the release's Deployments and pods into the decision's terms.
+async fn observe(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<(Observed, BTreeMap<String, PodAddresses>)> {
+    let selector = format!("{LABEL_INSTANCE}={name},{}", owned_selector());
+    let lp = ListParams::default().labels(&selector);
+    let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?;
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?;
+
+    let mut observed = Observed::default();
+    for d in &deployments {
+        if let Some(hash) = d.labels().get(LABEL_REVISION) {
+            observed.revisions.entry(hash.clone()).or_default();
+        }
+    }
+    let mut addresses: BTreeMap<String, PodAddresses> = BTreeMap::new();
+    for pod in &pods {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(hash) = pod.labels().get(LABEL_REVISION) else {
+            continue;
+        };
+        let Some(rev) = observed.revisions.get_mut(hash) else {
+            continue;
+        };
+        let ready = pod_ready(pod);
+        if ready {
+            rev.ready_pods += 1;
+        }
+        if rev.failure.is_none() {
+            rev.failure = pod_failure(pod);
+        }
+        if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) {
+            let a = addresses.entry(hash.clone()).or_default();
+            if ready {
+                a.ready.push(ip.clone());
+            }
+            a.all.push(ip);
+        }
+    }
+    Ok((observed, addresses))
+}
+
+fn owned_selector() -> String {
+    format!("{}={MANAGER}", resources::LABEL_MANAGED_BY)
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The first failure signal of a pod. A restart counts at once: waiting for the
+/// CrashLoopBackOff state would cost the backoff delay.
+pub fn pod_failure(pod: &Pod) -> Option<PodFailure> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") {
+        return Some(PodFailure {
+            reason: FailureReason::CrashLoop,
+            message: format!("pod {} failed", pod.name_any()),
+        });
+    }
+    for cs in status.container_statuses.iter().flatten() {
+        let waiting = cs
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.clone())
+            .unwrap_or_default();
+        match waiting.as_str() {
+            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => {
+                return Some(PodFailure {
+                    reason: FailureReason::ImagePullFailed,
+                    message: format!("pod {}: {waiting}", pod.name_any()),
+                });
+            }
+            "CrashLoopBackOff" | "CreateContainerError" | "RunContainerError" => {
+                return Some(PodFailure {
+                    reason: FailureReason::CrashLoop,
+                    message: format!("pod {}: {waiting}", pod.name_any()),
+                });
+            }
+            _ => {}
+        }
+        let exited = cs
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.exit_code);
+        if cs.restart_count > 0 || exited.is_some() {
+            return Some(PodFailure {
+                reason: FailureReason::CrashLoop,
+                message: format!(
+                    "pod {}: container exited (restarts: {})",
+                    pod.name_any(),
+                    cs.restart_count
+                ),
+            });
+        }
+    }
+    None
+}
+
+async fn smoke(ctx: &Context, ips: &[String], port: i32, hash: &str) -> SmokeResult {
+    if ips.is_empty() {
+        return SmokeResult::Failed("no ready pod to test".into());
+    }
+    for ip in ips {
+        let marker = format!("{hash}-{}", Timestamp::now().as_millisecond());
+        if let Err(e) = probes::smoke_test(&ctx.http, ip, port, &marker).await {
+            return SmokeResult::Failed(e);
+        }
+    }
+    SmokeResult::Passed
+}
+
+async fn analyze(ctx: &Context, key: &str, ips: &[String], port: i32) -> AnalysisSample {
+    let mut sample = AnalysisSample::default();
+    for ip in ips {
+        let counts = match probes::scrape(&ctx.http, ip, port).await {
+            Ok(c) => c,
+            Err(e) => {
+                // An unreachable pod shows up in readiness and restarts; skip its numbers.
+                warn!(error = %e, "metrics scrape failed");
+                continue;
+            }
+        };
+        let pod_key = format!("{key}/{ip}");
+        let base = ctx
+            .baselines
+            .lock()
+            .map(|mut b| b.insert(pod_key, counts).unwrap_or_default())
+            .unwrap_or_default();
+        // A counter that went down means the process restarted: count from zero.
+        let (req, err) = if counts.requests >= base.requests {
+            (counts.requests - base.requests, counts.errors - base.errors)
+        } else {
+            (counts.requests, counts.errors)
+        };
+        sample.requests += req;
+        sample.errors += err.max(0);
+    }
+    sample
+}
+
+async fn execute(
+    sr: &ShortenerRelease,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    plan: &Plan,
+) -> Result<()> {
+    let client = &ctx.client;
+    let pp = PatchParams::apply(MANAGER).force();
+    let owner = sr
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
+
+    // Status first: if a later write fails, the next reconcile re-applies from it
+    // instead of re-deciding from a state that no longer holds.
+    let srs = Api::<ShortenerRelease>::namespaced(client.clone(), ns);
+    let status_patch = serde_json::json!({
+        "apiVersion": "shortener.dev/v1alpha1",
+        "kind": "ShortenerRelease",
+        "status": plan.status,
+    });
+    srs.patch_status(name, &pp, &Patch::Apply(&status_patch))
+        .await?;
+
+    if let Some(routing) = &plan.routing {
+        let services = Api::<Service>::namespaced(client.clone(), ns);
+        let active = resources::service(
+            name,
+            name,
+            ns,
+            sr.spec.port,
+            routing.active.as_deref(),
+            owner.clone(),
+        );
+        services.patch(name, &pp, &Patch::Apply(&active)).await?;
+        if let Some(rb) = &plan.rollback {
+            let secs = (Timestamp::now().as_millisecond() - rb.detected_at.as_millisecond()) as f64
+                / 1000.0;
+            ctx.metrics.time_to_restore.observe(secs.max(0.0));
+            ctx.metrics
+                .rollbacks
+                .with_label_values(&[rb.reason.as_str()])
+                .inc();
+            info!(
+                reason = rb.reason.as_str(),
+                seconds = secs,
+                "traffic restored to stable"
+            );
+        }
+        let preview_name = resources::preview_service_name(name);
+        let preview = resources::service(
+            &preview_name,
+            name,
+            ns,
+            sr.spec.port,
+            routing.preview.as_deref(),
+            owner.clone(),
+        );
+        services
+            .patch(&preview_name, &pp, &Patch::Apply(&preview))
+            .await?;
+    }
+
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    for action in &plan.deployments {
+        match action {
+            DeploymentAction::Apply { hash, replicas } => {
+                let d = resources::deployment(name, ns, &sr.spec, hash, *replicas, owner.clone());
+                let dname = resources::deployment_name(name, hash);
+                deployments.patch(&dname, &pp, &Patch::Apply(&d)).await?;
+            }
+            DeploymentAction::Scale { hash, replicas } => {
+                let dname = resources::deployment_name(name, hash);
+                let patch = serde_json::json!({"spec": {"replicas": replicas}});
+                match deployments
+                    .patch(&dname, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        warn!(deployment = %dname, "stable revision's Deployment is gone");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            DeploymentAction::Delete { hash } => {
+                let dname = resources::deployment_name(name, hash);
+                match deployments
+                    .delete(&dname, &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if let Ok(mut b) = ctx.baselines.lock() {
+                    let prefix = format!("{ns}/{name}/{hash}/");
+                    b.retain(|k, _| !k.starts_with(&prefix));
+                }
+            }
+        }
+    }
+
+    let reference = sr.object_ref(&());
+    for note in &plan.events {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.clone(),
+            note: Some(note.message.clone()),
+            action: "Rollout".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            warn!(error = %e, "could not record event");
+        }
+        info!(reason = %note.reason, message = %note.message, "transition");
+    }
+    if let Some(why) = plan.failure {
+        ctx.metrics
+            .incidents
+            .with_label_values(&[why.as_str()])
+            .inc();
+    }
+    if let Some(incident) = &plan.status.last_incident
+        && plan.failure.is_some()
+        && incident.downtime_seconds > 0.0
+    {
+        ctx.metrics
+            .downtime
+            .with_label_values(&[ns, name])
+            .inc_by(incident.downtime_seconds);
+    }
+    ctx.metrics.set_phase(ns, name, plan.status.phase);
+    Ok(())
+}

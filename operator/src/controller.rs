@@ -1,0 +1,139 @@
+//! The controller: watches, the thin reconcile wrapper (span, timer, dispatch) and the
+//! error policy. The work itself is in [`crate::apply`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tracing::{Instrument, info_span, warn};
+
+use crate::crd::ShortenerRelease;
+use crate::metrics::{ErrorKind, Metrics};
+use crate::probes::Counts;
+use crate::resources::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    #[error("serializing: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The class that picks the backoff and the `kind` metric label.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => match status.code {
+                409 => ErrorKind::Conflict,
+                400 | 403 | 404 | 422 => ErrorKind::Permanent,
+                _ => ErrorKind::Transient,
+            },
+            Error::Kube(_) => ErrorKind::Transient,
+            Error::MissingField(_) | Error::Serialize(_) => ErrorKind::Permanent,
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub http: reqwest::Client,
+    /// Last `/metrics` counters per pod, so analysis works on deltas. Lost on restart:
+    /// counters then count from the pod's start, which before promotion held only
+    /// probes and the (passed) smoke test.
+    pub baselines: Mutex<HashMap<String, Counts>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics) -> reqwest::Result<Self> {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Ok(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            http: crate::probes::client()?,
+            baselines: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+async fn reconcile(sr: Arc<ShortenerRelease>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer();
+    let namespace = sr.namespace().unwrap_or_default();
+    let name = sr.name_any();
+    let span = info_span!("reconcile", %namespace, %name);
+    async move {
+        if sr.metadata.deletion_timestamp.is_some() {
+            // Owner references make the API server delete the children.
+            ctx.metrics.forget(&namespace, &name);
+            return Ok(Action::await_change());
+        }
+        crate::apply::reconcile_release(&sr, &ctx).await
+    }
+    .instrument(span)
+    .await
+}
+
+fn error_policy(sr: Arc<ShortenerRelease>, err: &Error, ctx: Arc<Context>) -> Action {
+    let kind = err.kind();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[kind.as_str()])
+        .inc();
+    warn!(name = %sr.name_any(), kind = kind.as_str(), error = %err, "reconcile failed");
+    Action::requeue(match kind {
+        // Someone else wrote in between: read again at once.
+        ErrorKind::Conflict => Duration::from_millis(200),
+        ErrorKind::Transient => Duration::from_secs(2),
+        // Retrying will not help until something changes; the watch brings that.
+        ErrorKind::Permanent => Duration::from_secs(60),
+    })
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    Controller::new(
+        Api::<ShortenerRelease>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+    .owns(Api::<Service>::all(client.clone()), owned.clone())
+    // Pods belong to ReplicaSets, not to the release; map them by label so a pod turning
+    // ready (or crashing) triggers a reconcile at once.
+    .watches(Api::<Pod>::all(client), owned, |pod: Pod| {
+        let ns = pod.namespace()?;
+        let instance = pod.labels().get(LABEL_INSTANCE)?.clone();
+        Some(ObjectRef::<ShortenerRelease>::new(&instance).within(&ns))
+    })
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "controller event");
+        }
+    })
+    .await;
+}

@@ -1,0 +1,620 @@
+//! The `ShortenerRelease` custom resource (group `shortener.dev`, version `v1alpha1`).
+//!
+//! Conventions: every duration is an integer named `...Seconds`, except the SLA budget,
+//! which people think of as "15m a year" and is a validated duration string. Every
+//! field's doc states its default because it becomes `kubectl explain`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A release of the URL shortener, rolled out blue-green with automatic rollback.
+// The printcolumn entries repeat `type_`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "shortener.dev",
+    version = "v1alpha1",
+    kind = "ShortenerRelease",
+    namespaced,
+    shortname = "sr",
+    status = "ShortenerReleaseStatus",
+    derive = "PartialEq",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Stable",
+        type_ = "integer",
+        json_path = ".status.stableRevision"
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "integer",
+        json_path = ".status.currentRevision"
+    ),
+    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ShortenerReleaseSpec {
+    /// Container image with a tag or a digest, e.g. `shortener:v2` or
+    /// `registry:5000/shortener@sha256:<64 hex>`. Required; no default.
+    #[x_kube(validation = kube::core::Rule::new(
+        r"self.matches('^([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$')"
+    ).message("spec.image must be a lowercase image name with a tag (name:tag) or a digest (name@sha256:...)"))]
+    #[schemars(length(max = 512))]
+    pub image: String,
+
+    /// Pods per revision, 1..=100. Default 2.
+    #[serde(default = "default_replicas")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 100").message("spec.replicas must be between 1 and 100"))]
+    pub replicas: i32,
+
+    /// Port the shortener listens on (passed as `SHORTENER_PORT`), 1..=65535. Default 8080.
+    /// Immutable: the active Service must reach both the stable and the new revision
+    /// on the same port during a rollout and a rollback.
+    #[serde(default = "default_port")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 65535").message("spec.port must be between 1 and 65535"))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.port is immutable; create a new ShortenerRelease to change it"))]
+    pub port: i32,
+
+    /// Extra environment variables for the shortener container. Default empty.
+    /// `SHORTENER_PORT` is always set from `spec.port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = kube::core::Rule::new("self.all(e, e.name != 'SHORTENER_PORT')").message("spec.env must not set SHORTENER_PORT; use spec.port"))]
+    #[schemars(length(max = 100))]
+    pub env: Vec<EnvVar>,
+
+    /// Compute resources of the shortener container. Default: none set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+
+    /// Rollout strategy. Default `BlueGreen`. `Rolling` is accepted by the schema but not
+    /// implemented yet: such a release is `Blocked` with reason `StrategyNotSupported`.
+    #[serde(default)]
+    pub strategy: Strategy,
+
+    /// Seconds a new revision may take to become ready and pass its smoke test before it
+    /// fails with `ProgressDeadlineExceeded`, 10..=3600. Default 120. Crash loops and
+    /// image pull errors fail at once, without waiting for this deadline.
+    #[serde(default = "default_progress_deadline")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 10 && self <= 3600").message("spec.progressDeadlineSeconds must be between 10 and 3600"))]
+    pub progress_deadline_seconds: i32,
+
+    /// How a new revision is checked before it takes traffic. Default: readiness on
+    /// `/readyz`, smoke test on.
+    #[serde(default)]
+    pub health_check: HealthCheck,
+
+    /// Error-rate analysis while the new revision bakes with live traffic.
+    #[serde(default)]
+    pub analysis: Analysis,
+
+    /// What happens when a revision fails. Default: automatic rollback, 5 revisions kept.
+    #[serde(default)]
+    pub rollback: Rollback,
+
+    /// Downtime budget. Default: 15 minutes a year, no freeze.
+    #[serde(default)]
+    pub sla: Sla,
+
+    /// Incident capture when a revision fails. Default: logs captured with 3 lines of context.
+    #[serde(default)]
+    pub incident: Incident,
+}
+
+/// One environment variable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct EnvVar {
+    /// Variable name. Required.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Variable value. Default empty.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub value: String,
+}
+
+/// Container resources as Kubernetes quantities, e.g. `{"cpu": "100m", "memory": "64Mi"}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+pub struct Resources {
+    /// Requested resources. Default none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    /// Resource limits. Default none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// How traffic moves to a new revision.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Strategy {
+    /// New revision alongside the old one; the active Service switches in one write.
+    #[default]
+    BlueGreen,
+    /// Not implemented yet (the release is Blocked).
+    Rolling,
+}
+
+/// Checks a new revision must pass before it takes traffic.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// HTTP path of the readiness probe (probed every second). Default `/readyz`.
+    #[serde(default = "default_readiness_path")]
+    #[x_kube(validation = kube::core::Rule::new("self.startsWith('/')").message("spec.healthCheck.readinessPath must start with '/'"))]
+    #[schemars(length(max = 1024))]
+    pub readiness_path: String,
+    /// Smoke test the new revision's pods before promotion: create a URL, follow its
+    /// redirect. Default true.
+    #[serde(default = "default_true")]
+    pub smoke_test: bool,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            readiness_path: default_readiness_path(),
+            smoke_test: true,
+        }
+    }
+}
+
+/// Error-rate analysis of the promoted revision during its bake.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// Seconds between two reads of the new pods' `/metrics`, 1..=300. Default 2.
+    #[serde(default = "default_interval")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 300").message("spec.analysis.intervalSeconds must be between 1 and 300"))]
+    pub interval_seconds: i32,
+    /// Failing intervals in a row that trigger a rollback, 1..=100. Default 1.
+    #[serde(default = "default_failure_limit")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 100").message("spec.analysis.failureLimit must be between 1 and 100"))]
+    pub failure_limit: i32,
+    /// Highest tolerated share of 5xx answers among non-probe requests in one interval,
+    /// in percent (0..=100; 0 means any 5xx fails the interval). Default 5.
+    #[serde(default = "default_max_error_rate")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0.0 && self <= 100.0").message("spec.analysis.maxErrorRate is a percentage between 0 and 100"))]
+    pub max_error_rate: f64,
+    /// Seconds the promoted revision must stay healthy before it becomes stable,
+    /// 0..=86400. Default 30.
+    #[serde(default = "default_bake")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 86400").message("spec.analysis.bakeSeconds must be between 0 and 86400"))]
+    pub bake_seconds: i32,
+    /// Requests an interval needs before its error rate is judged, 1..=1000000. Default 1.
+    #[serde(default = "default_min_requests")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 1000000").message("spec.analysis.minRequests must be between 1 and 1000000"))]
+    pub min_requests: i64,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Self {
+            interval_seconds: default_interval(),
+            failure_limit: default_failure_limit(),
+            max_error_rate: default_max_error_rate(),
+            bake_seconds: default_bake(),
+            min_requests: default_min_requests(),
+        }
+    }
+}
+
+/// What happens when a revision fails.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollback {
+    /// Switch traffic back to the stable revision when a promoted revision fails. When
+    /// false the failed revision keeps traffic and the release is Degraded. Default true.
+    #[serde(default = "default_true")]
+    pub automatic: bool,
+    /// Revisions kept in `status.history`, 1..=50. Default 5.
+    #[serde(default = "default_history_limit")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 50").message("spec.rollback.revisionHistoryLimit must be between 1 and 50"))]
+    pub revision_history_limit: i32,
+}
+
+impl Default for Rollback {
+    fn default() -> Self {
+        Self {
+            automatic: true,
+            revision_history_limit: default_history_limit(),
+        }
+    }
+}
+
+/// Downtime budget over a rolling year.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sla {
+    /// Downtime allowed per rolling year as a duration string of hours, minutes and
+    /// seconds in that order, e.g. `15m`, `1h30m`, `90s`. Default `15m`.
+    #[serde(default = "default_allowed_downtime")]
+    #[x_kube(validation = kube::core::Rule::new(
+        r"self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != ''"
+    ).message("spec.sla.allowedDowntimePerYear must be a duration like 15m, 1h30m or 90s"))]
+    #[schemars(length(max = 32))]
+    pub allowed_downtime_per_year: String,
+    /// Refuse new rollouts (phase Blocked) once the budget is used up. Default false.
+    #[serde(default)]
+    pub freeze_when_exhausted: bool,
+}
+
+impl Default for Sla {
+    fn default() -> Self {
+        Self {
+            allowed_downtime_per_year: default_allowed_downtime(),
+            freeze_when_exhausted: false,
+        }
+    }
+}
+
+/// Incident capture when a revision fails.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Incident {
+    /// Capture the failing pods' logs, cut to the error lines, into a ConfigMap. Default true.
+    #[serde(default = "default_true")]
+    pub capture_logs: bool,
+    /// Lines of context kept around each error line, 0..=50. Default 3.
+    #[serde(default = "default_context_lines")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 50").message("spec.incident.contextLines must be between 0 and 50"))]
+    pub context_lines: i32,
+    /// Most lines kept in the excerpt, 1..=10000. Default 200.
+    #[serde(default = "default_max_lines")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 10000").message("spec.incident.maxLines must be between 1 and 10000"))]
+    pub max_lines: i32,
+    /// Webhook notified of each incident. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+}
+
+impl Default for Incident {
+    fn default() -> Self {
+        Self {
+            capture_logs: true,
+            context_lines: default_context_lines(),
+            max_lines: default_max_lines(),
+            webhook: None,
+        }
+    }
+}
+
+/// Where incidents are posted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// Secret (same namespace) whose key holds the webhook URL. Required.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the release's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Secret name. Required.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the Secret. Required.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+fn default_port() -> i32 {
+    8080
+}
+fn default_progress_deadline() -> i32 {
+    120
+}
+fn default_readiness_path() -> String {
+    "/readyz".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_interval() -> i32 {
+    2
+}
+fn default_failure_limit() -> i32 {
+    1
+}
+fn default_max_error_rate() -> f64 {
+    5.0
+}
+fn default_bake() -> i32 {
+    30
+}
+fn default_min_requests() -> i64 {
+    1
+}
+fn default_history_limit() -> i32 {
+    5
+}
+fn default_allowed_downtime() -> String {
+    "15m".into()
+}
+fn default_context_lines() -> i32 {
+    3
+}
+fn default_max_lines() -> i32 {
+    200
+}
+
+/// Where a release stands. Trust it only when `observedGeneration` equals
+/// `metadata.generation`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Phase {
+    /// Not reconciled yet.
+    #[default]
+    Pending,
+    /// A new revision is starting, or being smoke tested, without user traffic.
+    Progressing,
+    /// The new revision has the traffic and its error rate is being watched.
+    Analyzing,
+    /// The desired revision is stable and serving.
+    Healthy,
+    /// The desired revision failed and nothing healthy serves in its place (first
+    /// release, or automatic rollback off).
+    Degraded,
+    /// The desired revision failed; the stable revision serves (it never lost traffic,
+    /// or got it back).
+    RolledBack,
+    /// The operator refuses to roll out this spec (see the message).
+    Blocked,
+    /// The `shortener.dev/paused` annotation is "true"; nothing changes.
+    Paused,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::Analyzing,
+        Phase::Healthy,
+        Phase::Degraded,
+        Phase::RolledBack,
+        Phase::Blocked,
+        Phase::Paused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Progressing => "Progressing",
+            Phase::Analyzing => "Analyzing",
+            Phase::Healthy => "Healthy",
+            Phase::Degraded => "Degraded",
+            Phase::RolledBack => "RolledBack",
+            Phase::Blocked => "Blocked",
+            Phase::Paused => "Paused",
+        }
+    }
+}
+
+/// Observed state of a ShortenerRelease, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ShortenerReleaseStatus {
+    /// `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the release stands.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Human-readable explanation of the phase.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Revision number of the spec being rolled out or last rolled out (see `history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<i64>,
+    /// Revision number that last passed its bake and serves when nothing is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`, per Kubernetes API conventions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Revisions, oldest first, pruned to `spec.rollback.revisionHistoryLimit` (the stable
+    /// and current revisions are always kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RevisionRecord>,
+    /// Bake progress of the current revision, while Analyzing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
+    /// The latest failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_incident: Option<LastIncident>,
+    /// SLA downtime budget over the rolling year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
+    /// Value of the `shortener.dev/retry` annotation last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_retry: Option<String>,
+}
+
+/// A condition in the shape of `metav1.Condition`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Progressing` or `Degraded`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// When `status` last changed.
+    #[schemars(with = "String")]
+    pub last_transition_time: Timestamp,
+    /// Generation the condition was set from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// How a revision's rollout ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Outcome {
+    /// Still rolling out.
+    InProgress,
+    /// Passed its bake and became stable.
+    Promoted,
+    /// Failed (see `reason`); never retried by itself.
+    Failed,
+    /// Replaced by a newer spec before it finished.
+    Superseded,
+}
+
+/// One revision of the release.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    /// Revision number, increasing with every rollout (a retried pod template gets a new one).
+    pub revision: i64,
+    /// Hash of the pod template; the Deployment is `<name>-<podTemplateHash>`.
+    pub pod_template_hash: String,
+    /// Image of the revision.
+    pub image: String,
+    /// How the rollout ended.
+    pub outcome: Outcome,
+    /// Failure reason (`CrashLoop`, `ImagePullFailed`, `ProgressDeadlineExceeded`,
+    /// `SmokeTestFailed`, `AnalysisFailed`, `Manual`) or another CamelCase reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the rollout started.
+    #[schemars(with = "String")]
+    pub started_at: Timestamp,
+    /// When the revision got the user traffic (absent if it never did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub promoted_at: Option<Timestamp>,
+    /// When the rollout ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Bake progress of a promoted revision.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// When the revision got the traffic.
+    #[schemars(with = "String")]
+    pub promoted_at: Timestamp,
+    /// When `/metrics` was last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub last_sample_at: Option<Timestamp>,
+    /// Failing intervals in a row.
+    #[serde(default)]
+    pub failed_intervals: i32,
+    /// Non-probe requests seen so far during the bake.
+    #[serde(default)]
+    pub requests: i64,
+    /// 5xx answers among them.
+    #[serde(default)]
+    pub errors: i64,
+}
+
+/// The latest failure of a revision.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastIncident {
+    /// Revision number that failed.
+    pub revision: i64,
+    /// Failure reason.
+    pub reason: String,
+    /// When the operator saw the failure.
+    #[schemars(with = "String")]
+    pub detected_at: Timestamp,
+    /// When traffic went back to the stable revision (only if the failed revision had it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub rolled_back_at: Option<Timestamp>,
+    /// When a healthy revision served again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub recovered_at: Option<Timestamp>,
+    /// 5xx answers the failed revision gave to users.
+    #[serde(default)]
+    pub failed_requests: i64,
+    /// Seconds of user-visible failure charged to the SLA budget.
+    #[serde(default)]
+    pub downtime_seconds: f64,
+    /// ConfigMap holding the filtered log excerpt, when captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_excerpt_ref: Option<String>,
+}
+
+/// SLA downtime budget.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// Allowed downtime per rolling year.
+    pub allowed_seconds: f64,
+    /// Downtime charged in the rolling year.
+    pub used_seconds: f64,
+    /// Allowed minus used (may be negative).
+    pub remaining_seconds: f64,
+    /// Charged downtime windows in the rolling year, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<DowntimeWindow>,
+}
+
+/// A charged downtime window.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DowntimeWindow {
+    /// Start of the window.
+    #[schemars(with = "String")]
+    pub start: Timestamp,
+    /// Seconds charged.
+    pub seconds: f64,
+    /// Revision that caused it.
+    pub revision: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn minimal_spec_gets_documented_defaults() {
+        let spec: ShortenerReleaseSpec =
+            serde_json::from_value(serde_json::json!({"image": "shortener:v1"})).unwrap();
+        assert_eq!(spec.replicas, 2);
+        assert_eq!(spec.port, 8080);
+        assert_eq!(spec.strategy, Strategy::BlueGreen);
+        assert_eq!(spec.health_check.readiness_path, "/readyz");
+        assert!(spec.health_check.smoke_test);
+        assert!(spec.rollback.automatic);
+        assert_eq!(spec.sla.allowed_downtime_per_year, "15m");
+        assert!(spec.incident.capture_logs);
+        assert_eq!(spec.incident.context_lines, 3);
+    }
+
+    #[test]
+    fn crd_carries_names_and_cel_rules() {
+        let crd = serde_json::to_string(&ShortenerRelease::crd()).unwrap();
+        assert!(crd.contains("\"shortNames\":[\"sr\"]"));
+        assert!(crd.contains("spec.image must be"));
+        assert!(crd.contains("spec.port is immutable"));
+        assert!(crd.contains("x-kubernetes-validations"));
+        assert!(crd.contains("\"status\":{}"));
+    }
+}

@@ -1,0 +1,238 @@
+//! The objects a ShortenerRelease owns, built from its spec (pure; applied by the controller).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::crd::ShortenerReleaseSpec;
+
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_REVISION: &str = "shortener.dev/revision";
+pub const APP_NAME: &str = "shortener";
+pub const MANAGER: &str = "shortener-operator";
+/// Selector value that matches no pods (an active Service before the first promotion).
+pub const NO_REVISION: &str = "none";
+
+/// The pod template of a spec, without the revision label (the hash is computed over it).
+pub fn pod_template(name: &str, spec: &ShortenerReleaseSpec) -> PodTemplateSpec {
+    let mut env: Vec<EnvVar> = spec
+        .env
+        .iter()
+        .map(|e| EnvVar {
+            name: e.name.clone(),
+            value: Some(e.value.clone()),
+            ..Default::default()
+        })
+        .collect();
+    env.push(EnvVar {
+        name: "SHORTENER_PORT".into(),
+        value: Some(spec.port.to_string()),
+        ..Default::default()
+    });
+    let http_probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(spec.port),
+            ..Default::default()
+        }),
+        // A 1s period makes readiness, and so fast failure detection, a matter of seconds.
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(1),
+        ..Default::default()
+    };
+    let resources = spec.resources.as_ref().map(|r| ResourceRequirements {
+        requests: quantities(&r.requests),
+        limits: quantities(&r.limits),
+        ..Default::default()
+    });
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(base_labels(name)),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: APP_NAME.into(),
+                image: Some(spec.image.clone()),
+                env: Some(env),
+                ports: Some(vec![ContainerPort {
+                    name: Some("http".into()),
+                    container_port: spec.port,
+                    ..Default::default()
+                }]),
+                readiness_probe: Some(http_probe(&spec.health_check.readiness_path, 1, 1)),
+                liveness_probe: Some(http_probe("/healthz", 2, 3)),
+                resources,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
+fn quantities(m: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    if m.is_empty() {
+        return None;
+    }
+    Some(
+        m.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect(),
+    )
+}
+
+/// Stable short hash of a pod template (FNV-1a over its JSON), so the same spec always
+/// maps to the same revision, across operator restarts and versions.
+pub fn template_hash(template: &PodTemplateSpec) -> String {
+    let bytes = serde_json::to_vec(template).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:010x}", h & 0xff_ffff_ffff)
+}
+
+pub fn base_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_string(), APP_NAME.to_string()),
+        (LABEL_INSTANCE.to_string(), name.to_string()),
+        (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+    ])
+}
+
+pub fn revision_labels(name: &str, hash: &str) -> BTreeMap<String, String> {
+    let mut l = base_labels(name);
+    l.insert(LABEL_REVISION.into(), hash.into());
+    l
+}
+
+fn selector(name: &str, hash: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_INSTANCE.to_string(), name.to_string()),
+        (LABEL_REVISION.to_string(), hash.to_string()),
+    ])
+}
+
+pub fn deployment_name(name: &str, hash: &str) -> String {
+    format!("{name}-{hash}")
+}
+
+pub fn preview_service_name(name: &str) -> String {
+    format!("{name}-preview")
+}
+
+/// The Deployment of one revision.
+pub fn deployment(
+    name: &str,
+    namespace: &str,
+    spec: &ShortenerReleaseSpec,
+    hash: &str,
+    replicas: i32,
+    owner: OwnerReference,
+) -> Deployment {
+    let mut template = pod_template(name, spec);
+    if let Some(meta) = template.metadata.as_mut() {
+        meta.labels = Some(revision_labels(name, hash));
+    }
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(deployment_name(name, hash)),
+            namespace: Some(namespace.into()),
+            labels: Some(revision_labels(name, hash)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(name, hash)),
+                ..Default::default()
+            },
+            template,
+            progress_deadline_seconds: Some(spec.progress_deadline_seconds),
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// The active (`<name>`) or preview (`<name>-preview`) Service, selecting one revision.
+pub fn service(
+    service_name: &str,
+    name: &str,
+    namespace: &str,
+    port: i32,
+    revision: Option<&str>,
+    owner: OwnerReference,
+) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(service_name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(base_labels(name)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(selector(name, revision.unwrap_or(NO_REVISION))),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port,
+                target_port: Some(IntOrString::Int(port)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> ShortenerReleaseSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn hash_changes_with_image_and_env_but_not_replicas() {
+        let a = spec(serde_json::json!({"image": "shortener:v1"}));
+        let b = spec(serde_json::json!({"image": "shortener:v2"}));
+        let c = spec(serde_json::json!({"image": "shortener:v1", "replicas": 5}));
+        let d = spec(
+            serde_json::json!({"image": "shortener:v1", "env": [{"name": "X", "value": "1"}]}),
+        );
+        let h = |s: &ShortenerReleaseSpec| template_hash(&pod_template("web", s));
+        assert_eq!(h(&a), h(&c));
+        assert_ne!(h(&a), h(&b));
+        assert_ne!(h(&a), h(&d));
+        assert_eq!(h(&a).len(), 10);
+    }
+
+    #[test]
+    fn pod_gets_port_env_and_fast_readiness() {
+        let s = spec(serde_json::json!({"image": "shortener:v1", "port": 9000}));
+        let t = pod_template("web", &s);
+        let c = &t.spec.unwrap().containers[0];
+        let env = c.env.clone().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "SHORTENER_PORT" && e.value.as_deref() == Some("9000"))
+        );
+        let probe = c.readiness_probe.clone().unwrap();
+        assert_eq!(probe.period_seconds, Some(1));
+        assert_eq!(probe.http_get.unwrap().path.as_deref(), Some("/readyz"));
+    }
+}

@@ -1,0 +1,1435 @@
+//! The rollout as a pure function: (spec, status, what was observed, now) -> the next step.
+//!
+//! Nothing here talks to the cluster. The controller observes, calls [`decide`], runs a
+//! probe when asked to (smoke test, metrics scrape) and calls [`decide`] again with the
+//! result, then applies the [`Plan`]. Everything needed to resume lives in the status
+//! this function returns, so a restarted operator carries on where it stopped.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{
+    AnalysisStatus, Condition, LastIncident, Outcome, Phase, RevisionRecord, ShortenerReleaseSpec,
+    ShortenerReleaseStatus, Strategy,
+};
+
+/// Why a revision failed: the fixed set from docs/contracts.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailureReason {
+    CrashLoop,
+    ImagePullFailed,
+    ProgressDeadlineExceeded,
+    SmokeTestFailed,
+    AnalysisFailed,
+    Manual,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 6] = [
+        FailureReason::CrashLoop,
+        FailureReason::ImagePullFailed,
+        FailureReason::ProgressDeadlineExceeded,
+        FailureReason::SmokeTestFailed,
+        FailureReason::AnalysisFailed,
+        FailureReason::Manual,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::CrashLoop => "CrashLoop",
+            FailureReason::ImagePullFailed => "ImagePullFailed",
+            FailureReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+            FailureReason::SmokeTestFailed => "SmokeTestFailed",
+            FailureReason::AnalysisFailed => "AnalysisFailed",
+            FailureReason::Manual => "Manual",
+        }
+    }
+}
+
+/// Reasons for transitions that are not failures (conditions and Events).
+pub mod reason {
+    pub const ROLLOUT_STARTED: &str = "RolloutStarted";
+    pub const PROMOTED: &str = "Promoted";
+    pub const ROLLOUT_SUCCEEDED: &str = "RolloutSucceeded";
+    pub const SUPERSEDED: &str = "Superseded";
+    pub const HEALTHY: &str = "Healthy";
+    pub const WAITING_FOR_PODS: &str = "WaitingForPods";
+    pub const BAKING: &str = "Baking";
+    pub const STRATEGY_NOT_SUPPORTED: &str = "StrategyNotSupported";
+    pub const PAUSED: &str = "Paused";
+    pub const PENDING: &str = "Pending";
+    pub const AS_EXPECTED: &str = "AsExpected";
+    pub const RETRY: &str = "RetryRequested";
+}
+
+/// A failure seen on a revision's pods.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodFailure {
+    pub reason: FailureReason,
+    pub message: String,
+}
+
+/// What the operator saw of one revision (one Deployment and its pods).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RevisionObservation {
+    /// Pods that are Ready and not terminating.
+    pub ready_pods: i32,
+    /// The first failure signal among the pods, if any.
+    pub failure: Option<PodFailure>,
+}
+
+/// Result of a smoke test against the new revision's pods.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SmokeResult {
+    Passed,
+    Failed(String),
+}
+
+/// Non-probe requests and 5xx answers of the new revision since the previous sample.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct AnalysisSample {
+    pub requests: i64,
+    pub errors: i64,
+}
+
+/// Everything observed for one reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// Revisions that have a Deployment, by pod template hash.
+    pub revisions: BTreeMap<String, RevisionObservation>,
+    /// Smoke test result for the desired revision, when [`decide`] asked for one.
+    pub smoke: Option<SmokeResult>,
+    /// Analysis sample for the desired revision, when [`decide`] asked for one.
+    pub analysis: Option<AnalysisSample>,
+}
+
+/// The inputs of one decision.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    pub spec: &'a ShortenerReleaseSpec,
+    pub generation: Option<i64>,
+    pub status: &'a ShortenerReleaseStatus,
+    /// Pod template hash of the spec.
+    pub desired_hash: &'a str,
+    /// The `shortener.dev/paused` annotation is "true".
+    pub paused: bool,
+    /// Value of the `shortener.dev/retry` annotation.
+    pub retry: Option<&'a str>,
+    pub observed: &'a Observed,
+    pub now: Timestamp,
+}
+
+/// I/O the decision needs before it can go on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probe {
+    SmokeTest { hash: String },
+    Analyze { hash: String },
+}
+
+/// What to do with one revision's Deployment.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeploymentAction {
+    /// Apply the Deployment built from the current spec with this many replicas.
+    Apply { hash: String, replicas: i32 },
+    /// Scale an existing Deployment built from an older spec.
+    Scale { hash: String, replicas: i32 },
+    /// Delete the Deployment.
+    Delete { hash: String },
+}
+
+/// Which revision a Service selects; `None` selects no pods.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routing {
+    pub active: Option<String>,
+    pub preview: Option<String>,
+}
+
+/// An Event to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventNote {
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Traffic moved back to the stable revision in this step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RollbackNote {
+    pub reason: FailureReason,
+    pub detected_at: Timestamp,
+}
+
+/// The step to apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub status: ShortenerReleaseStatus,
+    pub deployments: Vec<DeploymentAction>,
+    /// `None`: leave the Services as they are.
+    pub routing: Option<Routing>,
+    pub events: Vec<EventNote>,
+    pub rollback: Option<RollbackNote>,
+    /// A revision failed in this step (an incident).
+    pub failure: Option<FailureReason>,
+    pub requeue: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Probe(Probe),
+    Act(Box<Plan>),
+}
+
+const FAST_REQUEUE: Duration = Duration::from_secs(1);
+const IDLE_REQUEUE: Duration = Duration::from_secs(300);
+
+/// Decides the next step of a release.
+pub fn decide(input: &Input<'_>) -> Decision {
+    let mut d = Decider::new(input);
+    match d.run() {
+        Some(probe) => Decision::Probe(probe),
+        None => Decision::Act(Box::new(d.finish())),
+    }
+}
+
+struct Decider<'a> {
+    input: &'a Input<'a>,
+    st: ShortenerReleaseStatus,
+    events: Vec<EventNote>,
+    rollback: Option<RollbackNote>,
+    failure: Option<FailureReason>,
+    /// Plan the Deployments and Services; false leaves them untouched (paused, blocked).
+    touch: bool,
+    active: Option<String>,
+    requeue: Duration,
+    condition_reason: String,
+}
+
+impl<'a> Decider<'a> {
+    fn new(input: &'a Input<'a>) -> Self {
+        let mut st = input.status.clone();
+        st.observed_generation = input.generation;
+        Self {
+            input,
+            st,
+            events: Vec::new(),
+            rollback: None,
+            failure: None,
+            touch: true,
+            active: None,
+            requeue: IDLE_REQUEUE,
+            condition_reason: String::new(),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.input.now
+    }
+
+    fn record(&self, revision: Option<i64>) -> Option<&RevisionRecord> {
+        let revision = revision?;
+        self.st.history.iter().find(|r| r.revision == revision)
+    }
+
+    fn record_mut(&mut self, revision: i64) -> Option<&mut RevisionRecord> {
+        self.st.history.iter_mut().find(|r| r.revision == revision)
+    }
+
+    fn stable_hash(&self) -> Option<String> {
+        self.record(self.st.stable_revision)
+            .map(|r| r.pod_template_hash.clone())
+    }
+
+    fn set_phase(&mut self, phase: Phase, reason: &str, message: String) {
+        self.st.phase = phase;
+        self.st.message = message;
+        self.condition_reason = reason.to_string();
+    }
+
+    fn event(&mut self, warning: bool, reason: &str, message: String) {
+        self.events.push(EventNote {
+            warning,
+            reason: reason.to_string(),
+            message,
+        });
+    }
+
+    /// Returns a probe to run first, or None when the plan is complete.
+    fn run(&mut self) -> Option<Probe> {
+        let input = self.input;
+        if input.paused {
+            self.touch = false;
+            if self.st.phase != Phase::Paused {
+                self.event(false, reason::PAUSED, "rollout paused by annotation".into());
+            }
+            self.set_phase(
+                Phase::Paused,
+                reason::PAUSED,
+                "shortener.dev/paused is \"true\"; nothing changes until it is removed".into(),
+            );
+            return None;
+        }
+        if input.spec.strategy == Strategy::Rolling {
+            self.touch = false;
+            if self.st.phase != Phase::Blocked {
+                self.event(
+                    true,
+                    reason::STRATEGY_NOT_SUPPORTED,
+                    "strategy Rolling is not supported yet".into(),
+                );
+            }
+            self.set_phase(
+                Phase::Blocked,
+                reason::STRATEGY_NOT_SUPPORTED,
+                "spec.strategy Rolling is not supported yet; use BlueGreen".into(),
+            );
+            return None;
+        }
+
+        let retry_requested =
+            input.retry.is_some() && input.retry.map(str::to_string) != self.st.observed_retry;
+        self.st.observed_retry = input.retry.map(str::to_string);
+
+        let desired = input.desired_hash.to_string();
+        let stable_hash = self.stable_hash();
+        let current = self.record(self.st.current_revision).cloned();
+
+        if stable_hash.as_deref() == Some(desired.as_str()) {
+            self.supersede_in_progress(current.as_ref());
+            self.st.current_revision = self.st.stable_revision;
+            self.st.analysis = None;
+            if self.st.phase != Phase::Healthy {
+                self.event(
+                    false,
+                    reason::HEALTHY,
+                    format!("revision {} is stable and serving", self.rev_label()),
+                );
+            }
+            self.set_phase(
+                Phase::Healthy,
+                reason::HEALTHY,
+                format!("revision {} is stable and serving", self.rev_label()),
+            );
+            self.active = Some(desired);
+            return None;
+        }
+
+        match current {
+            Some(rec) if rec.pod_template_hash == desired => match rec.outcome {
+                Outcome::InProgress => self.progress(rec),
+                Outcome::Failed if !retry_requested => {
+                    self.stay_failed(&rec);
+                    None
+                }
+                Outcome::Failed => {
+                    self.event(
+                        false,
+                        reason::RETRY,
+                        format!("retrying failed pod template {desired} on request"),
+                    );
+                    self.start(desired);
+                    None
+                }
+                Outcome::Promoted | Outcome::Superseded => {
+                    self.start(desired);
+                    None
+                }
+            },
+            other => {
+                self.supersede_in_progress(other.as_ref());
+                self.start(desired);
+                None
+            }
+        }
+    }
+
+    fn rev_label(&self) -> String {
+        self.st
+            .current_revision
+            .map_or_else(|| "none".to_string(), |r| r.to_string())
+    }
+
+    /// A newer spec replaces a rollout still in progress; traffic it had goes back at once.
+    fn supersede_in_progress(&mut self, current: Option<&RevisionRecord>) {
+        let Some(rec) = current else { return };
+        if rec.outcome != Outcome::InProgress || Some(rec.revision) == self.st.stable_revision {
+            return;
+        }
+        let now = self.now();
+        let number = rec.revision;
+        if let Some(r) = self.record_mut(number) {
+            r.outcome = Outcome::Superseded;
+            r.finished_at = Some(now);
+        }
+        self.st.analysis = None;
+        self.event(
+            false,
+            reason::SUPERSEDED,
+            format!("revision {number} superseded by a newer spec before it finished"),
+        );
+    }
+
+    fn start(&mut self, hash: String) {
+        let now = self.now();
+        let number = self
+            .st
+            .history
+            .iter()
+            .map(|r| r.revision)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        self.st.history.push(RevisionRecord {
+            revision: number,
+            pod_template_hash: hash,
+            image: self.input.spec.image.clone(),
+            outcome: Outcome::InProgress,
+            reason: None,
+            started_at: now,
+            promoted_at: None,
+            finished_at: None,
+        });
+        self.st.current_revision = Some(number);
+        self.st.analysis = None;
+        self.active = self.stable_hash();
+        self.requeue = FAST_REQUEUE;
+        let msg = format!(
+            "revision {number} ({}) started; waiting for {} ready pods",
+            self.input.spec.image, self.input.spec.replicas
+        );
+        self.event(false, reason::ROLLOUT_STARTED, msg.clone());
+        self.set_phase(Phase::Progressing, reason::ROLLOUT_STARTED, msg);
+    }
+
+    fn progress(&mut self, rec: RevisionRecord) -> Option<Probe> {
+        let hash = rec.pod_template_hash.clone();
+        let obs = self
+            .input
+            .observed
+            .revisions
+            .get(&hash)
+            .cloned()
+            .unwrap_or_default();
+        self.requeue = FAST_REQUEUE;
+
+        if let Some(f) = obs.failure {
+            self.fail(&rec, f.reason, f.message);
+            return None;
+        }
+
+        let Some(promoted_at) = rec.promoted_at else {
+            return self.progress_unpromoted(&rec, hash, obs);
+        };
+        self.bake(&rec, hash, promoted_at)
+    }
+
+    fn progress_unpromoted(
+        &mut self,
+        rec: &RevisionRecord,
+        hash: String,
+        obs: RevisionObservation,
+    ) -> Option<Probe> {
+        let spec = self.input.spec;
+        {
+            self.active = self.stable_hash();
+            if obs.ready_pods >= spec.replicas {
+                if spec.health_check.smoke_test {
+                    match &self.input.observed.smoke {
+                        None => return Some(Probe::SmokeTest { hash }),
+                        Some(SmokeResult::Failed(msg)) => {
+                            let msg = msg.clone();
+                            self.fail(rec, FailureReason::SmokeTestFailed, msg);
+                            return None;
+                        }
+                        Some(SmokeResult::Passed) => {}
+                    }
+                }
+                self.promote(rec);
+                return None;
+            }
+            let elapsed = seconds_between(rec.started_at, self.now());
+            if elapsed >= f64::from(spec.progress_deadline_seconds) {
+                let msg = format!(
+                    "{}/{} pods ready after {}s",
+                    obs.ready_pods, spec.replicas, spec.progress_deadline_seconds
+                );
+                self.fail(rec, FailureReason::ProgressDeadlineExceeded, msg);
+                return None;
+            }
+            self.set_phase(
+                Phase::Progressing,
+                reason::WAITING_FOR_PODS,
+                format!(
+                    "revision {}: {}/{} pods ready",
+                    rec.revision, obs.ready_pods, spec.replicas
+                ),
+            );
+            None
+        }
+    }
+
+    /// Baking with live traffic.
+    fn bake(
+        &mut self,
+        rec: &RevisionRecord,
+        hash: String,
+        promoted_at: Timestamp,
+    ) -> Option<Probe> {
+        let spec = self.input.spec;
+        self.active = Some(hash.clone());
+        let mut analysis = self.st.analysis.clone().unwrap_or(AnalysisStatus {
+            promoted_at,
+            last_sample_at: None,
+            failed_intervals: 0,
+            requests: 0,
+            errors: 0,
+        });
+        let interval = f64::from(spec.analysis.interval_seconds);
+        let since = analysis.last_sample_at.unwrap_or(analysis.promoted_at);
+        if seconds_between(since, self.now()) >= interval {
+            let Some(sample) = self.input.observed.analysis else {
+                return Some(Probe::Analyze { hash });
+            };
+            analysis.last_sample_at = Some(self.now());
+            analysis.requests += sample.requests;
+            analysis.errors += sample.errors;
+            if interval_failed(spec, sample) {
+                analysis.failed_intervals += 1;
+            } else if sample.requests >= spec.analysis.min_requests {
+                analysis.failed_intervals = 0;
+            }
+            self.st.analysis = Some(analysis.clone());
+            if analysis.failed_intervals >= spec.analysis.failure_limit {
+                let msg = format!(
+                    "{} of {} requests failed in the last {}s (limit {}%)",
+                    sample.errors,
+                    sample.requests,
+                    spec.analysis.interval_seconds,
+                    spec.analysis.max_error_rate
+                );
+                self.fail_promoted(rec, FailureReason::AnalysisFailed, msg, since, &analysis);
+                return None;
+            }
+        }
+        if seconds_between(analysis.promoted_at, self.now())
+            >= f64::from(spec.analysis.bake_seconds)
+        {
+            self.make_stable(rec);
+            return None;
+        }
+        self.set_phase(
+            Phase::Analyzing,
+            reason::BAKING,
+            format!(
+                "revision {} serving; baking {}s, {} errors in {} requests so far",
+                rec.revision, spec.analysis.bake_seconds, analysis.errors, analysis.requests
+            ),
+        );
+        None
+    }
+
+    fn promote(&mut self, rec: &RevisionRecord) {
+        let now = self.now();
+        if let Some(r) = self.record_mut(rec.revision) {
+            r.promoted_at = Some(now);
+        }
+        self.st.analysis = Some(AnalysisStatus {
+            promoted_at: now,
+            last_sample_at: None,
+            failed_intervals: 0,
+            requests: 0,
+            errors: 0,
+        });
+        self.active = Some(rec.pod_template_hash.clone());
+        let msg = format!(
+            "revision {} passed its checks and serves traffic; baking {}s",
+            rec.revision, self.input.spec.analysis.bake_seconds
+        );
+        self.event(false, reason::PROMOTED, msg.clone());
+        self.set_phase(Phase::Analyzing, reason::PROMOTED, msg);
+    }
+
+    fn make_stable(&mut self, rec: &RevisionRecord) {
+        let now = self.now();
+        if let Some(r) = self.record_mut(rec.revision) {
+            r.outcome = Outcome::Promoted;
+            r.finished_at = Some(now);
+        }
+        self.st.stable_revision = Some(rec.revision);
+        self.st.analysis = None;
+        if let Some(incident) = self.st.last_incident.as_mut()
+            && incident.recovered_at.is_none()
+        {
+            incident.recovered_at = Some(now);
+        }
+        self.active = Some(rec.pod_template_hash.clone());
+        self.requeue = IDLE_REQUEUE;
+        let msg = format!("revision {} is stable", rec.revision);
+        self.event(false, reason::ROLLOUT_SUCCEEDED, msg.clone());
+        self.set_phase(Phase::Healthy, reason::ROLLOUT_SUCCEEDED, msg);
+    }
+
+    /// The revision failed before it took traffic.
+    fn fail(&mut self, rec: &RevisionRecord, why: FailureReason, detail: String) {
+        if let Some(promoted_at) = rec.promoted_at {
+            let analysis = self.st.analysis.clone().unwrap_or(AnalysisStatus {
+                promoted_at,
+                last_sample_at: None,
+                failed_intervals: 0,
+                requests: 0,
+                errors: 0,
+            });
+            let since = analysis.last_sample_at.unwrap_or(analysis.promoted_at);
+            self.fail_promoted(rec, why, detail, since, &analysis);
+            return;
+        }
+        let now = self.now();
+        self.mark_failed(rec.revision, why);
+        self.st.last_incident = Some(LastIncident {
+            revision: rec.revision,
+            reason: why.as_str().to_string(),
+            detected_at: now,
+            rolled_back_at: None,
+            recovered_at: self.st.stable_revision.map(|_| now),
+            failed_requests: 0,
+            downtime_seconds: 0.0,
+            log_excerpt_ref: None,
+        });
+        self.failure = Some(why);
+        self.active = self.stable_hash();
+        self.requeue = IDLE_REQUEUE;
+        let msg = match self.st.stable_revision {
+            Some(stable) => format!(
+                "revision {} failed ({}: {detail}); never promoted, revision {stable} keeps serving",
+                rec.revision,
+                why.as_str()
+            ),
+            None => format!(
+                "revision {} failed ({}: {detail}); no stable revision, nothing serves",
+                rec.revision,
+                why.as_str()
+            ),
+        };
+        self.event(true, why.as_str(), msg.clone());
+        let phase = if self.st.stable_revision.is_some() {
+            Phase::RolledBack
+        } else {
+            Phase::Degraded
+        };
+        self.set_phase(phase, why.as_str(), msg);
+    }
+
+    /// The revision failed while it had the traffic.
+    fn fail_promoted(
+        &mut self,
+        rec: &RevisionRecord,
+        why: FailureReason,
+        detail: String,
+        errors_since: Timestamp,
+        analysis: &AnalysisStatus,
+    ) {
+        let now = self.now();
+        self.mark_failed(rec.revision, why);
+        self.failure = Some(why);
+        self.requeue = IDLE_REQUEUE;
+        let stable = self.st.stable_revision;
+        let roll_back = self.input.spec.rollback.automatic && stable.is_some();
+        let downtime = if analysis.errors > 0 {
+            seconds_between(errors_since, now)
+        } else {
+            0.0
+        };
+        self.st.last_incident = Some(LastIncident {
+            revision: rec.revision,
+            reason: why.as_str().to_string(),
+            detected_at: now,
+            rolled_back_at: roll_back.then_some(now),
+            recovered_at: roll_back.then_some(now),
+            failed_requests: analysis.errors,
+            downtime_seconds: downtime,
+            log_excerpt_ref: None,
+        });
+        self.st.analysis = None;
+        if roll_back {
+            self.active = self.stable_hash();
+            self.rollback = Some(RollbackNote {
+                reason: why,
+                detected_at: now,
+            });
+            let msg = format!(
+                "revision {} failed ({}: {detail}); traffic switched back to revision {}",
+                rec.revision,
+                why.as_str(),
+                stable.unwrap_or_default()
+            );
+            self.event(true, why.as_str(), msg.clone());
+            self.set_phase(Phase::RolledBack, why.as_str(), msg);
+        } else {
+            self.active = Some(rec.pod_template_hash.clone());
+            let msg = match stable {
+                Some(_) => format!(
+                    "revision {} failed ({}: {detail}); automatic rollback is off, it keeps the traffic",
+                    rec.revision,
+                    why.as_str()
+                ),
+                None => format!(
+                    "revision {} failed ({}: {detail}); no stable revision to roll back to",
+                    rec.revision,
+                    why.as_str()
+                ),
+            };
+            self.event(true, why.as_str(), msg.clone());
+            self.set_phase(Phase::Degraded, why.as_str(), msg);
+        }
+    }
+
+    fn mark_failed(&mut self, revision: i64, why: FailureReason) {
+        let now = self.now();
+        if let Some(r) = self.record_mut(revision) {
+            r.outcome = Outcome::Failed;
+            r.reason = Some(why.as_str().to_string());
+            r.finished_at = Some(now);
+        }
+    }
+
+    /// The spec still names a revision that failed: keep it failed, keep routing as the
+    /// failure left it.
+    fn stay_failed(&mut self, rec: &RevisionRecord) {
+        let rolled_back = self.input.spec.rollback.automatic && self.st.stable_revision.is_some();
+        let kept_traffic = rec.promoted_at.is_some() && !rolled_back;
+        self.active = if kept_traffic {
+            Some(rec.pod_template_hash.clone())
+        } else {
+            self.stable_hash()
+        };
+        self.condition_reason = rec.reason.clone().unwrap_or_default();
+        if self.st.message.is_empty() {
+            self.st.message = format!("revision {} failed", rec.revision);
+        }
+    }
+
+    fn finish(mut self) -> Plan {
+        let spec = self.input.spec;
+        let desired = self.input.desired_hash.to_string();
+        let mut deployments = Vec::new();
+        let mut routing = None;
+        if self.touch {
+            let stable = self.stable_hash();
+            let current = self.record(self.st.current_revision).cloned();
+            let desired_serves = self.active.as_deref() == Some(desired.as_str());
+            let desired_replicas = match current {
+                Some(rec) if rec.pod_template_hash == desired && rec.outcome == Outcome::Failed => {
+                    if desired_serves {
+                        spec.replicas
+                    } else {
+                        0
+                    }
+                }
+                _ => spec.replicas,
+            };
+            deployments.push(DeploymentAction::Apply {
+                hash: desired.clone(),
+                replicas: desired_replicas,
+            });
+            if let Some(stable) = stable.clone().filter(|s| *s != desired) {
+                deployments.push(DeploymentAction::Scale {
+                    hash: stable,
+                    replicas: spec.replicas,
+                });
+            }
+            for hash in self.input.observed.revisions.keys() {
+                if *hash != desired && Some(hash) != stable.as_ref() {
+                    deployments.push(DeploymentAction::Delete { hash: hash.clone() });
+                }
+            }
+            routing = Some(Routing {
+                active: self.active.clone(),
+                preview: Some(desired),
+            });
+        }
+        prune_history(&mut self.st, spec.rollback.revision_history_limit);
+        let reason = if self.condition_reason.is_empty() {
+            reason::PENDING.to_string()
+        } else {
+            self.condition_reason.clone()
+        };
+        set_conditions(&mut self.st, &reason, self.input.generation, self.input.now);
+        Plan {
+            status: self.st,
+            deployments,
+            routing,
+            events: self.events,
+            rollback: self.rollback,
+            failure: self.failure,
+            requeue: self.requeue,
+        }
+    }
+}
+
+fn interval_failed(spec: &ShortenerReleaseSpec, sample: AnalysisSample) -> bool {
+    if sample.requests < spec.analysis.min_requests || sample.requests <= 0 {
+        return false;
+    }
+    // errors/requests > max% without floating the counts.
+    (sample.errors as f64) * 100.0 > spec.analysis.max_error_rate * (sample.requests as f64)
+}
+
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    let d = to.as_millisecond() - from.as_millisecond();
+    d as f64 / 1000.0
+}
+
+/// Keeps the newest `limit` records plus the stable and current ones.
+fn prune_history(st: &mut ShortenerReleaseStatus, limit: i32) {
+    let limit = usize::try_from(limit.max(1)).unwrap_or(1);
+    if st.history.len() <= limit {
+        return;
+    }
+    let keep_from = st.history.len() - limit;
+    let stable = st.stable_revision;
+    let current = st.current_revision;
+    let mut i = 0;
+    st.history.retain(|r| {
+        let keep = i >= keep_from || Some(r.revision) == stable || Some(r.revision) == current;
+        i += 1;
+        keep
+    });
+}
+
+fn set_conditions(
+    st: &mut ShortenerReleaseStatus,
+    reason: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let phase = st.phase;
+    let message = st.message.clone();
+    let ready = phase == Phase::Healthy;
+    let progressing = matches!(phase, Phase::Progressing | Phase::Analyzing);
+    let degraded = matches!(phase, Phase::Degraded | Phase::RolledBack);
+    let not_degraded = if degraded {
+        reason
+    } else {
+        reason::AS_EXPECTED
+    };
+    for (type_, on, why) in [
+        ("Ready", ready, reason),
+        ("Progressing", progressing, reason),
+        ("Degraded", degraded, not_degraded),
+    ] {
+        let status = if on { "True" } else { "False" };
+        let existing = st.conditions.iter_mut().find(|c| c.type_ == type_);
+        match existing {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now;
+                }
+                c.status = status.into();
+                c.reason = why.into();
+                c.message = message.clone();
+                c.observed_generation = generation;
+            }
+            None => st.conditions.push(Condition {
+                type_: type_.into(),
+                status: status.into(),
+                reason: why.into(),
+                message: message.clone(),
+                last_transition_time: now,
+                observed_generation: generation,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::SignedDuration;
+
+    const V1: &str = "hash-v1";
+    const V2: &str = "hash-v2";
+    const V3: &str = "hash-v3";
+
+    /// A release and its cluster, stepped through decisions like the controller does.
+    struct World {
+        spec: ShortenerReleaseSpec,
+        status: ShortenerReleaseStatus,
+        hash: &'static str,
+        observed: Observed,
+        smoke: SmokeResult,
+        sample: AnalysisSample,
+        now: Timestamp,
+        paused: bool,
+        retry: Option<String>,
+        probes: Vec<Probe>,
+    }
+
+    impl World {
+        fn new(spec: serde_json::Value) -> Self {
+            World {
+                spec: serde_json::from_value(spec).unwrap(),
+                status: ShortenerReleaseStatus::default(),
+                hash: V1,
+                observed: Observed::default(),
+                smoke: SmokeResult::Passed,
+                sample: AnalysisSample {
+                    requests: 100,
+                    errors: 0,
+                },
+                now: Timestamp::from_second(1_800_000_000).unwrap(),
+                paused: false,
+                retry: None,
+                probes: Vec::new(),
+            }
+        }
+
+        fn default_spec() -> Self {
+            Self::new(serde_json::json!({
+                "image": "shortener:v1", "replicas": 2,
+                "analysis": {"intervalSeconds": 1, "bakeSeconds": 5},
+                "progressDeadlineSeconds": 60
+            }))
+        }
+
+        fn advance(&mut self, secs: i64) {
+            self.now += SignedDuration::from_secs(secs);
+        }
+
+        fn pods(&mut self, hash: &str, ready: i32, failure: Option<FailureReason>) {
+            self.observed.revisions.insert(
+                hash.to_string(),
+                RevisionObservation {
+                    ready_pods: ready,
+                    failure: failure.map(|reason| PodFailure {
+                        reason,
+                        message: "seen on pod".into(),
+                    }),
+                },
+            );
+        }
+
+        /// One reconcile: answers probes like the controller, applies the plan's deployments.
+        fn step(&mut self) -> Plan {
+            self.probes.clear();
+            let mut observed = self.observed.clone();
+            loop {
+                let input = Input {
+                    spec: &self.spec,
+                    generation: Some(1),
+                    status: &self.status,
+                    desired_hash: self.hash,
+                    paused: self.paused,
+                    retry: self.retry.as_deref(),
+                    observed: &observed,
+                    now: self.now,
+                };
+                match decide(&input) {
+                    Decision::Probe(p) => {
+                        assert!(!self.probes.contains(&p), "probe asked twice: {p:?}");
+                        match &p {
+                            Probe::SmokeTest { .. } => observed.smoke = Some(self.smoke.clone()),
+                            Probe::Analyze { .. } => observed.analysis = Some(self.sample),
+                        }
+                        self.probes.push(p);
+                    }
+                    Decision::Act(plan) => {
+                        self.status = plan.status.clone();
+                        for d in &plan.deployments {
+                            match d {
+                                DeploymentAction::Apply { hash, .. } => {
+                                    self.observed.revisions.entry(hash.clone()).or_default();
+                                }
+                                DeploymentAction::Delete { hash } => {
+                                    self.observed.revisions.remove(hash);
+                                }
+                                DeploymentAction::Scale { .. } => {}
+                            }
+                        }
+                        return *plan;
+                    }
+                }
+            }
+        }
+
+        fn set_image(&mut self, image: &str, hash: &'static str) {
+            self.spec.image = image.into();
+            self.hash = hash;
+        }
+
+        fn outcome(&self, revision: i64) -> (Outcome, Option<String>) {
+            let r = self
+                .status
+                .history
+                .iter()
+                .find(|r| r.revision == revision)
+                .unwrap();
+            (r.outcome, r.reason.clone())
+        }
+
+        fn condition(&self, type_: &str) -> &Condition {
+            self.status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .unwrap()
+        }
+
+        /// Rolls the current spec out to Healthy.
+        fn roll_out_healthy(&mut self) {
+            self.step();
+            self.pods(self.hash, self.spec.replicas, None);
+            self.step();
+            assert_eq!(self.status.phase, Phase::Analyzing);
+            for _ in 0..10 {
+                self.advance(1);
+                self.step();
+            }
+            assert_eq!(self.status.phase, Phase::Healthy);
+        }
+
+        /// v1 Healthy, then v2 applied and its pods ready (next step decides on v2).
+        fn with_v2_ready() -> Self {
+            let mut w = Self::default_spec();
+            w.roll_out_healthy();
+            w.set_image("shortener:v2", V2);
+            w.step();
+            w.pods(V2, 2, None);
+            w
+        }
+    }
+
+    fn active(plan: &Plan) -> Option<&str> {
+        plan.routing.as_ref().unwrap().active.as_deref()
+    }
+
+    fn replicas_of(plan: &Plan, hash: &str) -> Option<i32> {
+        plan.deployments.iter().find_map(|d| match d {
+            DeploymentAction::Apply { hash: h, replicas } if h == hash => Some(*replicas),
+            DeploymentAction::Scale { hash: h, replicas } if h == hash => Some(*replicas),
+            _ => None,
+        })
+    }
+
+    fn deletes(plan: &Plan, hash: &str) -> bool {
+        plan.deployments
+            .iter()
+            .any(|d| *d == DeploymentAction::Delete { hash: hash.into() })
+    }
+
+    #[test]
+    fn first_release_goes_pending_progressing_analyzing_healthy() {
+        let mut w = World::default_spec();
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(w.status.current_revision, Some(1));
+        assert_eq!(active(&plan), None, "no traffic before the smoke test");
+        assert_eq!(replicas_of(&plan, V1), Some(2));
+        assert_eq!(plan.events[0].reason, reason::ROLLOUT_STARTED);
+        assert_eq!(plan.requeue, Duration::from_secs(1));
+
+        w.pods(V1, 1, None);
+        w.advance(1);
+        w.step();
+        assert_eq!(w.status.phase, Phase::Progressing, "1 of 2 pods ready");
+        assert!(w.probes.is_empty());
+
+        w.pods(V1, 2, None);
+        let plan = w.step();
+        assert_eq!(
+            w.probes,
+            vec![Probe::SmokeTest {
+                hash: V1.to_string()
+            }]
+        );
+        assert_eq!(w.status.phase, Phase::Analyzing);
+        assert_eq!(active(&plan), Some(V1));
+        assert_eq!(plan.events[0].reason, reason::PROMOTED);
+
+        w.advance(5);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Healthy);
+        assert_eq!(w.status.stable_revision, Some(1));
+        assert_eq!(w.outcome(1).0, Outcome::Promoted);
+        assert_eq!(w.condition("Ready").status, "True");
+        assert_eq!(w.condition("Degraded").status, "False");
+        assert_eq!(plan.events[0].reason, reason::ROLLOUT_SUCCEEDED);
+        assert_eq!(w.status.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn healthy_release_stays_put_without_events() {
+        let mut w = World::default_spec();
+        w.roll_out_healthy();
+        let before = w.status.clone();
+        w.advance(60);
+        let plan = w.step();
+        assert!(plan.events.is_empty());
+        assert_eq!(w.status.history, before.history);
+        assert_eq!(
+            w.condition("Ready").last_transition_time,
+            before
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .unwrap()
+                .last_transition_time
+        );
+        assert_eq!(active(&plan), Some(V1));
+    }
+
+    #[test]
+    fn every_failure_before_promotion_keeps_stable_serving() {
+        type Setup = Box<dyn Fn(&mut World)>;
+        let cases: [(&str, Setup, FailureReason); 4] = [
+            (
+                "crash loop",
+                Box::new(|w: &mut World| w.pods(V2, 0, Some(FailureReason::CrashLoop))),
+                FailureReason::CrashLoop,
+            ),
+            (
+                "image pull",
+                Box::new(|w: &mut World| w.pods(V2, 0, Some(FailureReason::ImagePullFailed))),
+                FailureReason::ImagePullFailed,
+            ),
+            (
+                "progress deadline",
+                Box::new(|w: &mut World| {
+                    w.pods(V2, 1, None);
+                    w.advance(61);
+                }),
+                FailureReason::ProgressDeadlineExceeded,
+            ),
+            (
+                "smoke test",
+                Box::new(|w: &mut World| w.smoke = SmokeResult::Failed("POST gave 500".into())),
+                FailureReason::SmokeTestFailed,
+            ),
+        ];
+        for (name, setup, why) in cases {
+            let mut w = World::with_v2_ready();
+            setup(&mut w);
+            let plan = w.step();
+            assert_eq!(w.status.phase, Phase::RolledBack, "{name}");
+            assert_eq!(active(&plan), Some(V1), "{name}: stable keeps traffic");
+            assert_eq!(
+                replicas_of(&plan, V2),
+                Some(0),
+                "{name}: failed scaled down"
+            );
+            assert_eq!(replicas_of(&plan, V1), Some(2), "{name}");
+            assert_eq!(w.status.stable_revision, Some(1), "{name}");
+            assert_eq!(
+                w.outcome(2),
+                (Outcome::Failed, Some(why.as_str().into())),
+                "{name}"
+            );
+            assert_eq!(plan.failure, Some(why), "{name}");
+            assert_eq!(plan.rollback, None, "{name}: traffic never moved");
+            assert!(plan.events[0].warning, "{name}");
+            assert_eq!(plan.events[0].reason, why.as_str(), "{name}");
+            assert_eq!(w.condition("Degraded").status, "True", "{name}");
+            assert_eq!(w.condition("Degraded").reason, why.as_str(), "{name}");
+            assert_eq!(w.condition("Ready").status, "False", "{name}");
+            let incident = w.status.last_incident.clone().unwrap();
+            assert_eq!(incident.failed_requests, 0, "{name}");
+            assert_eq!(incident.reason, why.as_str(), "{name}");
+        }
+    }
+
+    #[test]
+    fn pod_failure_wins_over_waiting_for_the_deadline() {
+        let mut w = World::with_v2_ready();
+        w.pods(V2, 1, Some(FailureReason::CrashLoop));
+        w.step();
+        assert_eq!(w.outcome(2).1.as_deref(), Some("CrashLoop"));
+    }
+
+    #[test]
+    fn first_release_failing_serves_nothing_and_is_degraded() {
+        let mut w = World::default_spec();
+        w.step();
+        w.pods(V1, 2, None);
+        w.smoke = SmokeResult::Failed("redirect missing".into());
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Degraded);
+        assert_eq!(active(&plan), None);
+        assert_eq!(replicas_of(&plan, V1), Some(0));
+        assert_eq!(w.status.stable_revision, None);
+    }
+
+    #[test]
+    fn analysis_failure_switches_traffic_back_at_once() {
+        let mut w = World::with_v2_ready();
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Analyzing);
+        assert_eq!(active(&plan), Some(V2));
+        assert_eq!(
+            replicas_of(&plan, V1),
+            Some(2),
+            "stable kept up while baking"
+        );
+
+        // Not due yet: no scrape.
+        let plan = w.step();
+        assert!(w.probes.is_empty());
+        assert_eq!(active(&plan), Some(V2));
+
+        w.advance(1);
+        w.step();
+        assert_eq!(
+            w.probes,
+            vec![Probe::Analyze {
+                hash: V2.to_string()
+            }]
+        );
+        assert_eq!(w.status.phase, Phase::Analyzing, "clean interval");
+
+        w.sample = AnalysisSample {
+            requests: 40,
+            errors: 30,
+        };
+        w.advance(1);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::RolledBack);
+        assert_eq!(active(&plan), Some(V1));
+        assert_eq!(replicas_of(&plan, V2), Some(0));
+        assert_eq!(
+            plan.rollback.as_ref().map(|r| r.reason),
+            Some(FailureReason::AnalysisFailed)
+        );
+        let incident = w.status.last_incident.clone().unwrap();
+        assert_eq!(incident.failed_requests, 30);
+        assert_eq!(incident.rolled_back_at, Some(w.now));
+        assert!(incident.downtime_seconds > 0.0);
+        assert_eq!(w.outcome(2).0, Outcome::Failed);
+        assert_eq!(w.status.stable_revision, Some(1));
+        assert_eq!(w.status.analysis, None);
+    }
+
+    #[test]
+    fn analysis_thresholds() {
+        // (maxErrorRate %, failureLimit, minRequests, samples, fails)
+        type Samples<'a> = &'a [(i64, i64)];
+        let cases: [(f64, i32, i64, Samples, bool); 6] = [
+            (5.0, 1, 1, &[(100, 5)], false),
+            (5.0, 1, 1, &[(100, 6)], true),
+            (0.0, 1, 1, &[(100, 1)], true),
+            (5.0, 1, 50, &[(10, 10)], false),
+            (5.0, 2, 1, &[(10, 10), (10, 0), (10, 10)], false),
+            (5.0, 2, 1, &[(10, 10), (0, 0), (10, 10)], true),
+        ];
+        for (rate, limit, min, samples, fails) in cases {
+            let mut w = World::with_v2_ready();
+            w.spec.analysis.max_error_rate = rate;
+            w.spec.analysis.failure_limit = limit;
+            w.spec.analysis.min_requests = min;
+            w.spec.analysis.bake_seconds = 100;
+            w.step();
+            for (requests, errors) in samples {
+                w.sample = AnalysisSample {
+                    requests: *requests,
+                    errors: *errors,
+                };
+                w.advance(1);
+                w.step();
+            }
+            let failed = w.status.phase == Phase::RolledBack;
+            assert_eq!(failed, fails, "{rate}% limit {limit} min {min} {samples:?}");
+        }
+    }
+
+    #[test]
+    fn crash_during_bake_rolls_back() {
+        let mut w = World::with_v2_ready();
+        w.step();
+        w.pods(V2, 1, Some(FailureReason::CrashLoop));
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::RolledBack);
+        assert_eq!(active(&plan), Some(V1));
+        assert_eq!(
+            plan.rollback.map(|r| r.reason),
+            Some(FailureReason::CrashLoop)
+        );
+    }
+
+    #[test]
+    fn without_automatic_rollback_the_failed_revision_keeps_traffic() {
+        let mut w = World::with_v2_ready();
+        w.spec.rollback.automatic = false;
+        w.step();
+        w.sample = AnalysisSample {
+            requests: 10,
+            errors: 10,
+        };
+        w.advance(1);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Degraded);
+        assert_eq!(active(&plan), Some(V2));
+        assert_eq!(replicas_of(&plan, V2), Some(2));
+        assert_eq!(plan.rollback, None);
+        // And it stays that way on later reconciles.
+        w.advance(30);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Degraded);
+        assert_eq!(active(&plan), Some(V2));
+        assert!(plan.events.is_empty());
+    }
+
+    #[test]
+    fn failed_revision_is_never_retried_by_itself() {
+        let mut w = World::with_v2_ready();
+        w.smoke = SmokeResult::Failed("500".into());
+        w.step();
+        w.smoke = SmokeResult::Passed;
+        for _ in 0..5 {
+            w.advance(120);
+            let plan = w.step();
+            assert_eq!(w.status.phase, Phase::RolledBack);
+            assert_eq!(w.status.current_revision, Some(2));
+            assert_eq!(replicas_of(&plan, V2), Some(0));
+            assert_eq!(active(&plan), Some(V1));
+            assert!(plan.events.is_empty(), "no repeated events");
+            assert!(w.probes.is_empty());
+        }
+        assert_eq!(w.status.history.len(), 2);
+    }
+
+    #[test]
+    fn manual_retry_annotation_starts_a_new_revision_of_the_same_template() {
+        let mut w = World::with_v2_ready();
+        w.smoke = SmokeResult::Failed("500".into());
+        w.step();
+        w.retry = Some("1".into());
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(w.status.current_revision, Some(3));
+        assert_eq!(w.status.history[2].pod_template_hash, V2);
+        assert_eq!(replicas_of(&plan, V2), Some(2));
+        // The same annotation value is not a second retry.
+        w.smoke = SmokeResult::Failed("500".into());
+        w.step();
+        assert_eq!(w.status.phase, Phase::RolledBack);
+        w.step();
+        assert_eq!(w.status.current_revision, Some(3));
+    }
+
+    #[test]
+    fn new_spec_after_failure_rolls_out_and_prunes_the_failed_deployment() {
+        let mut w = World::with_v2_ready();
+        w.smoke = SmokeResult::Failed("500".into());
+        w.step();
+        w.smoke = SmokeResult::Passed;
+        w.set_image("shortener:v3", V3);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert!(deletes(&plan, V2));
+        assert_eq!(active(&plan), Some(V1));
+        w.pods(V3, 2, None);
+        w.step();
+        w.advance(5);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Healthy);
+        assert_eq!(w.status.stable_revision, Some(3));
+        assert!(deletes(&plan, V1), "old stable removed after the bake");
+        let outcomes: Vec<_> = w
+            .status
+            .history
+            .iter()
+            .map(|r| (r.revision, r.outcome))
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                (1, Outcome::Promoted),
+                (2, Outcome::Failed),
+                (3, Outcome::Promoted)
+            ]
+        );
+        assert!(w.status.last_incident.unwrap().recovered_at.is_some());
+    }
+
+    #[test]
+    fn spec_change_supersedes_a_rollout_in_progress() {
+        // While waiting for pods, and while baking with traffic.
+        for baking in [false, true] {
+            let mut w = World::with_v2_ready();
+            if baking {
+                w.step();
+                assert_eq!(w.status.phase, Phase::Analyzing);
+            } else {
+                w.pods(V2, 1, None);
+            }
+            w.set_image("shortener:v3", V3);
+            let plan = w.step();
+            assert_eq!(w.outcome(2).0, Outcome::Superseded, "baking={baking}");
+            assert_eq!(w.status.current_revision, Some(3));
+            assert_eq!(w.status.phase, Phase::Progressing);
+            assert_eq!(active(&plan), Some(V1), "traffic back on stable");
+            assert!(deletes(&plan, V2));
+            assert!(plan.events.iter().any(|e| e.reason == reason::SUPERSEDED));
+            assert_eq!(w.status.analysis, None);
+        }
+    }
+
+    #[test]
+    fn reverting_to_the_stable_spec_mid_rollout_is_healthy_at_once() {
+        let mut w = World::with_v2_ready();
+        w.set_image("shortener:v1", V1);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Healthy);
+        assert_eq!(w.status.current_revision, Some(1));
+        assert_eq!(w.outcome(2).0, Outcome::Superseded);
+        assert!(deletes(&plan, V2));
+        // Going back to v2 later is a fresh rollout.
+        w.set_image("shortener:v2", V2);
+        w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(w.status.current_revision, Some(3));
+    }
+
+    #[test]
+    fn paused_and_blocked_touch_nothing() {
+        let mut w = World::with_v2_ready();
+        w.paused = true;
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Paused);
+        assert!(plan.routing.is_none() && plan.deployments.is_empty());
+        assert_eq!(plan.events.len(), 1);
+        w.paused = false;
+        w.step();
+        assert_eq!(w.status.phase, Phase::Analyzing, "resumes where it stopped");
+
+        let mut w = World::default_spec();
+        w.spec.strategy = Strategy::Rolling;
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Blocked);
+        assert_eq!(w.condition("Ready").reason, reason::STRATEGY_NOT_SUPPORTED);
+        assert!(plan.routing.is_none() && plan.deployments.is_empty());
+    }
+
+    #[test]
+    fn no_smoke_test_promotes_when_ready() {
+        let mut w = World::default_spec();
+        w.spec.health_check.smoke_test = false;
+        w.step();
+        w.pods(V1, 2, None);
+        w.step();
+        assert!(w.probes.is_empty());
+        assert_eq!(w.status.phase, Phase::Analyzing);
+    }
+
+    #[test]
+    fn history_is_pruned_but_keeps_stable() {
+        let mut w = World::default_spec();
+        w.spec.rollback.revision_history_limit = 2;
+        w.roll_out_healthy();
+        let hashes = ["a", "b", "c", "d"];
+        for h in hashes {
+            w.set_image("shortener:x", h);
+            w.step();
+        }
+        let revisions: Vec<i64> = w.status.history.iter().map(|r| r.revision).collect();
+        assert_eq!(revisions, vec![1, 4, 5]);
+    }
+}
