@@ -208,9 +208,9 @@ func (a *Agent) nodeObject() *corev1.Node {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: a.cfg.NodeName,
 			Labels: map[string]string{
-				"kubernetes.io/hostname": a.cfg.NodeName,
-				"kubernetes.io/os":       runtime.GOOS,
-				"kubernetes.io/arch":     runtime.GOARCH,
+				"kubernetes.io/hostname":  a.cfg.NodeName,
+				"kubernetes.io/os":        runtime.GOOS,
+				"kubernetes.io/arch":      runtime.GOARCH,
 				"beta.kubernetes.io/os":   runtime.GOOS,
 				"beta.kubernetes.io/arch": runtime.GOARCH,
 			},

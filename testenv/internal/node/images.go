@@ -16,9 +16,9 @@ type ImageTable struct {
 // ImageRule runs Command (relative paths resolve against the repository root) for any tag
 // of Repository. Env values may use $(POD_IP), $(IMAGE_TAG) and the pod's own variables.
 type ImageRule struct {
-	Repository string            `json:"repository"`
-	Command    []string          `json:"command"`
-	Env        []EnvPair         `json:"env"`
+	Repository string    `json:"repository"`
+	Command    []string  `json:"command"`
+	Env        []EnvPair `json:"env"`
 }
 
 // EnvPair keeps the table's env ordered, so later entries can refer to earlier ones.

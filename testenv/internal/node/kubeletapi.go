@@ -242,4 +242,3 @@ func writeLogLine(w io.Writer, line string, o LogOptions) error {
 	_, err := io.WriteString(w, text+"\n")
 	return err
 }
-

@@ -185,7 +185,7 @@ func probeHTTP(ctx context.Context, h *corev1.HTTPGetAction, c *corev1.Container
 	}
 	client := &http.Client{
 		// The kubelet does not verify probe certificates and does not follow redirects off-host.
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true},
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	resp, err := client.Do(req)
