@@ -139,7 +139,7 @@ impl From<JsonRejection> for AppError {
     }
 }
 
-/// `Json` whose rejections use this service's error shape instead of axum's plain text.
+/// `Json` for request bodies that must be a JSON object, whose rejections use this service's error shape instead of axum's plain text.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -151,8 +151,14 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
-        Ok(Self(value))
+        let Json(value) = Json::<serde_json::Value>::from_request(req, state).await?;
+        // serde would also accept a struct written as a JSON array; the API takes objects only.
+        if !value.is_object() {
+            return Err(AppError::InvalidBody("expected a JSON object".to_owned()));
+        }
+        T::deserialize(value)
+            .map(Self)
+            .map_err(|e| AppError::InvalidBody(e.to_string()))
     }
 }
 

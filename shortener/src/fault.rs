@@ -157,6 +157,7 @@ pub fn traceback(method: &str, route: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -62,6 +62,7 @@ pub fn validate_custom(slug: &str) -> Result<(), AppError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

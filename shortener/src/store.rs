@@ -224,6 +224,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

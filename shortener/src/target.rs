@@ -42,6 +42,7 @@ pub fn validate(raw: &str) -> Result<String, AppError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,0 +1,186 @@
+//! The API as a client sees it, against the real binary.
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Server, client, create, create_ok, resolve, temp_store};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn create_redirect_inspect_delete() {
+    let (_dir, store) = temp_store();
+    let s = Server::start_ready(&store, &[]).await;
+    let c = client();
+
+    let (status, body) = create(&c, &s, json!({ "url": "https://example.com/a?b=c" })).await;
+    assert_eq!(status, 201, "{body}");
+    let slug = body["slug"].as_str().unwrap();
+    assert_eq!(body["url"], "https://example.com/a?b=c");
+    assert_eq!(body["short_url"], s.url(&format!("/{slug}")));
+
+    for _ in 0..3 {
+        assert_eq!(
+            resolve(&c, &s, slug).await,
+            (308, Some("https://example.com/a?b=c".to_owned()))
+        );
+    }
+
+    let info: Value = c
+        .get(s.url(&format!("/api/v1/urls/{slug}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["slug"], slug);
+    assert_eq!(info["url"], "https://example.com/a?b=c");
+    assert_eq!(info["hits"], 3);
+    let created_at = info["created_at"].as_str().unwrap();
+    assert!(
+        created_at.len() >= 20 && created_at.ends_with('Z'),
+        "{created_at}"
+    );
+
+    let r = c
+        .delete(s.url(&format!("/api/v1/urls/{slug}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(resolve(&c, &s, slug).await.0, 404);
+    let r = c
+        .get(s.url(&format!("/api/v1/urls/{slug}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn custom_slug_and_collision() {
+    let (_dir, store) = temp_store();
+    let s = Server::start_ready(&store, &[]).await;
+    let c = client();
+
+    assert_eq!(
+        create_ok(&c, &s, "https://one.example/", Some("my-link_1")).await,
+        "my-link_1"
+    );
+    let (status, body) = create(
+        &c,
+        &s,
+        json!({ "url": "https://two.example/", "slug": "my-link_1" }),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(body["error"]["code"], "slug_taken");
+    // The first owner of the slug keeps it.
+    assert_eq!(
+        resolve(&c, &s, "my-link_1").await,
+        (308, Some("https://one.example/".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn generated_slugs_are_distinct_fixed_length_and_url_safe() {
+    let (_dir, store) = temp_store();
+    let s = Server::start_ready(&store, &[]).await;
+    let c = client();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..50 {
+        let slug = create_ok(&c, &s, &format!("https://example.com/{i}"), None).await;
+        assert_eq!(slug.len(), 7, "{slug}");
+        assert!(slug.chars().all(|ch| ch.is_ascii_alphanumeric()), "{slug}");
+        assert!(seen.insert(slug));
+    }
+}
+
+#[tokio::test]
+async fn urls_are_normalised_to_a_valid_location() {
+    let (_dir, store) = temp_store();
+    let s = Server::start_ready(&store, &[]).await;
+    let c = client();
+    let slug = create_ok(&c, &s, "https://bücher.example/straße?q=ä", None).await;
+    assert_eq!(
+        resolve(&c, &s, &slug).await,
+        (
+            308,
+            Some("https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%A4".to_owned())
+        )
+    );
+}
+
+#[tokio::test]
+async fn public_url_sets_the_short_url_base() {
+    let (_dir, store) = temp_store();
+    let s = Server::start(&store, &[("SHORTENER_PUBLIC_URL", "https://sho.rt/")]);
+    s.wait_ready().await;
+    let c = client();
+    let (status, body) = create(
+        &c,
+        &s,
+        json!({ "url": "https://example.com/", "slug": "abc" }),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(body["short_url"], "https://sho.rt/abc");
+}
+
+#[tokio::test]
+async fn probes_answer_json() {
+    let (_dir, store) = temp_store();
+    let s = Server::start_ready(&store, &[]).await;
+    let c = client();
+    for (path, want) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["status"], want, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn readyz_fails_when_the_store_file_disappears() {
+    let (_dir, store) = temp_store();
+    let s = Server::start_ready(&store, &[]).await;
+    std::fs::remove_file(&store).unwrap();
+    let r = client().get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_ready");
+    // Liveness is a different question: the process still serves.
+    let r = client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn text_and_json_logs_carry_one_line_per_request() {
+    let (_dir, store) = temp_store();
+    let c = client();
+
+    let s = Server::start_ready(&store, &[]).await;
+    assert_eq!(resolve(&c, &s, "nope").await.0, 404);
+    common::eventually("the request is logged", || async {
+        s.logs()
+            .iter()
+            .any(|l| l.contains("INFO") && l.contains("GET /nope 404") && l.contains("latency_ms="))
+    })
+    .await;
+    drop(s);
+
+    let s = Server::start_with_args(&store, &[], &["--log-format", "json"]);
+    s.wait_ready().await;
+    assert_eq!(resolve(&c, &s, "nope").await.0, 404);
+    common::eventually("the request is logged as JSON", || async {
+        s.logs().iter().any(|l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                v["level"] == "INFO"
+                    && v["message"] == "GET /nope 404"
+                    && v["span"]["route"] == "/{slug}"
+            })
+        })
+    })
+    .await;
+}

@@ -1,0 +1,264 @@
+//! Runs the real `shortener` binary for black-box tests.
+// Each test file uses a different part of this module.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Env variables a developer's shell might set; tests must not inherit them.
+const CONTRACT_ENV: &[&str] = &[
+    "SHORTENER_HOST",
+    "SHORTENER_PORT",
+    "SHORTENER_STORE",
+    "SHORTENER_PUBLIC_URL",
+    "SHORTENER_LOG_FORMAT",
+    "SHORTENER_FAULT",
+    "SHORTENER_VERSION",
+    "SHORTENER_REQUEST_TIMEOUT",
+    "RUST_LOG",
+];
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// Spawns the binary and returns once it has exited or logged `needle`.
+fn spawn(store: &Path, env: &[(&str, &str)], args: &[&str]) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shortener"));
+    for k in CONTRACT_ENV {
+        cmd.env_remove(k);
+    }
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--store"])
+        .arg(store)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn shortener");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    // Drain both pipes for the whole life of the process, or a full pipe would block it.
+    pump(child.stdout.take().expect("stdout"), Arc::clone(&logs));
+    pump(child.stderr.take().expect("stderr"), Arc::clone(&logs));
+    (child, logs)
+}
+
+fn pump(stream: impl Read + Send + 'static, logs: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            logs.lock().unwrap().push(line);
+        }
+    });
+}
+
+impl Server {
+    /// Starts a server on a free port and waits until it listens (not until it is ready).
+    pub fn start(store: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(store, env, &[])
+    }
+
+    pub fn start_with_args(store: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let (mut child, logs) = spawn(store, env, args);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let addr = logs.lock().unwrap().iter().find_map(|l| listening_addr(l));
+            if let Some(addr) = addr {
+                return Self {
+                    child,
+                    base: format!("http://{addr}"),
+                    logs,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "shortener exited with {status} before listening:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shortener did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a server and waits for /readyz to answer 200.
+    pub async fn start_ready(store: &Path, env: &[(&str, &str)]) -> Self {
+        let s = Self::start(store, env);
+        s.wait_ready().await;
+        s
+    }
+
+    pub async fn wait_ready(&self) {
+        let c = client();
+        let url = format!("{}/readyz", self.base);
+        eventually("/readyz answers 200", || async {
+            c.get(&url).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    pub fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        wait_exit(&mut self.child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary expecting it to exit by itself; returns its status and output.
+pub fn run_to_exit(store: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let (mut child, logs) = spawn(store, env, &[]);
+    let status = wait_exit(&mut child);
+    // The pump threads may still hold the last lines; wait for the pipes to close.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut out = logs.lock().unwrap().join("\n");
+    while out.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        out = logs.lock().unwrap().join("\n");
+    }
+    (status, out)
+}
+
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "shortener did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn listening_addr(line: &str) -> Option<String> {
+    if !line.contains("listening") {
+        return None;
+    }
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        return v["addr"].as_str().map(str::to_owned);
+    }
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .map(str::to_owned)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn temp_store() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shortener.db");
+    (dir, path)
+}
+
+/// POSTs a create request and returns (status, body).
+pub async fn create(c: &reqwest::Client, s: &Server, body: Value) -> (u16, Value) {
+    let r = c
+        .post(s.url("/api/v1/urls"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /api/v1/urls");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn create_ok(c: &reqwest::Client, s: &Server, url: &str, slug: Option<&str>) -> String {
+    let mut body = serde_json::json!({ "url": url });
+    if let Some(slug) = slug {
+        body["slug"] = slug.into();
+    }
+    let (status, body) = create(c, s, body).await;
+    assert_eq!(status, 201, "{body}");
+    body["slug"].as_str().expect("slug").to_owned()
+}
+
+/// Follows nothing: returns (status, Location) of `GET /{slug}`.
+pub async fn resolve(c: &reqwest::Client, s: &Server, slug: &str) -> (u16, Option<String>) {
+    let r = c
+        .get(s.url(&format!("/{slug}")))
+        .send()
+        .await
+        .expect("GET /{slug}");
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().expect("ascii location").to_owned());
+    (r.status().as_u16(), location)
+}
+
+pub async fn metrics(c: &reqwest::Client, s: &Server) -> String {
+    c.get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// The value of one exposition line, e.g. `shortener_urls_total`.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}

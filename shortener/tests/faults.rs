@@ -1,0 +1,159 @@
+//! Each `SHORTENER_FAULT` mode does what shortener/README.md promises.
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, client, create, eventually, resolve, run_to_exit, temp_store};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn shorten_500_is_the_incident_healthy_probes_failing_requests_logged_traceback() {
+    let (_dir, store) = temp_store();
+    // A URL stored by the previous good release, which the broken one can no longer resolve.
+    {
+        let good = Server::start_ready(&store, &[]).await;
+        common::create_ok(&client(), &good, "https://example.com/", Some("old")).await;
+    }
+    let s = Server::start_ready(&store, &[("SHORTENER_FAULT", "shorten-500")]).await;
+    let c = client();
+    assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+
+    let (status, body) = create(
+        &c,
+        &s,
+        json!({ "url": "https://example.com/x", "slug": "new" }),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        body,
+        json!({ "error": { "code": "internal", "message": "internal server error" } })
+    );
+    assert_eq!(resolve(&c, &s, "old").await.0, 500);
+    assert_eq!(resolve(&c, &s, "new").await.0, 500);
+
+    eventually("the traceback is logged", || async {
+        s.logs().iter().any(|l| l.starts_with("TypeError:"))
+    })
+    .await;
+    let logs = s.logs();
+    let error_line = logs
+        .iter()
+        .position(|l| l.contains("ERROR") && l.contains("Exception on /api/v1/urls [POST]"))
+        .unwrap_or_else(|| panic!("no ERROR line:\n{}", logs.join("\n")));
+    // The context lines follow the ERROR line unprefixed, like a real traceback.
+    assert_eq!(logs[error_line + 1], "Traceback (most recent call last):");
+    assert!(logs[error_line + 2].starts_with("  File \""));
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("ERROR") && l.contains("Exception on /{slug} [GET]"))
+    );
+    // Ordinary request lines are there too: the noise an incident filter must cut away.
+    assert!(
+        logs.iter()
+            .any(|l| l.contains(" INFO ") && l.contains("GET /readyz 200"))
+    );
+}
+
+#[tokio::test]
+async fn crash_on_start_exits_1_with_an_error() {
+    let (_dir, store) = temp_store();
+    let (status, out) = run_to_exit(&store, &[("SHORTENER_FAULT", "crash-on-start")]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("ERROR") && out.contains("crash-on-start"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_fault_or_bad_duration_refuses_to_start() {
+    let (_dir, store) = temp_store();
+    for (value, expect) in [
+        ("shorten-404", "unknown fault \"shorten-404\""),
+        ("latency=soon", "invalid duration \"soon\""),
+    ] {
+        let (status, out) = run_to_exit(&store, &[("SHORTENER_FAULT", value)]);
+        assert_eq!(status.code(), Some(1), "{value}: {out}");
+        assert!(out.contains(expect), "{value}: {out}");
+        assert!(!out.contains("listening"), "{value}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn never_ready_keeps_readyz_503_while_alive() {
+    let (_dir, store) = temp_store();
+    let s = Server::start(&store, &[("SHORTENER_FAULT", "never-ready")]);
+    let c = client();
+    assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+    let r = c.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("never-ready")
+    );
+}
+
+#[tokio::test]
+async fn slow_start_is_unready_then_ready() {
+    let (_dir, store) = temp_store();
+    let started = Instant::now();
+    let s = Server::start(&store, &[("SHORTENER_FAULT", "slow-start=2s")]);
+    let c = client();
+    let first = c.get(s.url("/readyz")).send().await.unwrap().status();
+    // Only meaningful while still inside the window; the slow-start lower bound is below.
+    if started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(first, 503);
+    }
+    s.wait_ready().await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "ready before the slow start ended"
+    );
+}
+
+#[tokio::test]
+async fn errors_after_works_then_fails() {
+    let (_dir, store) = temp_store();
+    let started = Instant::now();
+    let s = Server::start_ready(&store, &[("SHORTENER_FAULT", "errors-after=2s")]).await;
+    let c = client();
+    let (status, _) = create(
+        &c,
+        &s,
+        json!({ "url": "https://example.com/", "slug": "early" }),
+    )
+    .await;
+    if started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(status, 201);
+        assert_eq!(resolve(&c, &s, "early").await.0, 308);
+    }
+    eventually("requests start failing", || async {
+        resolve(&c, &s, "early").await.0 == 500
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let (status, _) = create(&c, &s, json!({ "url": "https://example.com/" })).await;
+    assert_eq!(status, 500);
+    // Probes stay green: this is the failure only traffic analysis catches.
+    assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn latency_delays_api_calls_but_not_probes() {
+    let (_dir, store) = temp_store();
+    let s = Server::start_ready(&store, &[("SHORTENER_FAULT", "latency=300ms")]).await;
+    let c = client();
+    let t = Instant::now();
+    let (status, _) = create(&c, &s, json!({ "url": "https://example.com/" })).await;
+    assert_eq!(status, 201);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+}
