@@ -108,22 +108,35 @@ fn error_policy(sr: Arc<ShortenerRelease>, err: &Error, ctx: Arc<Context>) -> Ac
     })
 }
 
-/// Runs the controller until `shutdown` resolves.
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves, over one namespace or all of them.
 pub async fn run(
     ctx: Arc<Context>,
+    namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let ns = namespace.as_deref();
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     Controller::new(
-        Api::<ShortenerRelease>::all(client.clone()),
+        api::<ShortenerRelease>(&client, ns),
         watcher::Config::default(),
     )
-    .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-    .owns(Api::<Service>::all(client.clone()), owned.clone())
+    .owns(api::<Deployment>(&client, ns), owned.clone())
+    .owns(api::<Service>(&client, ns), owned.clone())
     // Pods belong to ReplicaSets, not to the release; map them by label so a pod turning
     // ready (or crashing) triggers a reconcile at once.
-    .watches(Api::<Pod>::all(client), owned, |pod: Pod| {
+    .watches(api::<Pod>(&client, ns), owned, |pod: Pod| {
         let ns = pod.namespace()?;
         let instance = pod.labels().get(LABEL_INSTANCE)?.clone();
         Some(ObjectRef::<ShortenerRelease>::new(&instance).within(&ns))

@@ -36,6 +36,9 @@ struct Args {
     /// Kubeconfig file; without it, $KUBECONFIG, ~/.kube/config or the in-cluster config.
     #[arg(long, env = "OPERATOR_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
     /// Log format.
     #[arg(long, env = "OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -99,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
 
     ready.store(true, Ordering::SeqCst);
     let mut ctl_stop = stop_rx.clone();
-    controller::run(ctx, async move {
+    controller::run(ctx, args.namespace.clone(), async move {
         let _ = ctl_stop.wait_for(|s| *s).await;
     })
     .await;
