@@ -82,13 +82,17 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --profiling=false --v=1
 wait_for kube-apiserver 90 curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$API/readyz"
 
+# The Endpoints and EndpointSlice controllers are off: the API server rejects loopback
+# addresses in both, so they would only leave stale slices and Warning events on every
+# Service. The node agent's service proxy derives ready endpoints from pods the same way
+# and publishes them in .testenv/services.json.
 start kube-controller-manager "$BIN/kube-controller-manager" \
   --kubeconfig="$PKI/controller-manager.kubeconfig" \
   --authentication-kubeconfig="$PKI/controller-manager.kubeconfig" \
   --authorization-kubeconfig="$PKI/controller-manager.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=16257 \
   --leader-elect=false --use-service-account-credentials=true \
-  --controllers='*' \
+  --controllers='*,-endpoint,-endpointslice,-endpointslicemirroring' \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
   --service-cluster-ip-range=127.96.0.0/16 \
   --profiling=false --v=1

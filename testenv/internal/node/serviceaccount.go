@@ -32,7 +32,7 @@ func (w *podWorker) saNeeded() bool {
 
 // writeServiceAccount requests a pod-bound token (TokenRequest) and writes it with a
 // kubeconfig that reads it from a file, so the refreshed token is picked up by clients
-// without a restart.
+// without a restart. The context's namespace is the pod's, as in-cluster config would have it.
 func (w *podWorker) writeServiceAccount(ctx context.Context, now time.Time) error {
 	pod := w.pod
 	sa := pod.Spec.ServiceAccountName
@@ -62,7 +62,7 @@ func (w *podWorker) writeServiceAccount(ctx context.Context, now time.Time) erro
 		"ca.crt":     ca,
 		"namespace":  []byte(pod.Namespace),
 		"token":      []byte(tr.Status.Token),
-		"kubeconfig": []byte(pki.Kubeconfig(w.a.cfg.APIServer, ca, "system:serviceaccount:"+pod.Namespace+":"+sa, nil, nil, tokenPath)),
+		"kubeconfig": []byte(pki.Kubeconfig(w.a.cfg.APIServer, ca, "system:serviceaccount:"+pod.Namespace+":"+sa, nil, nil, tokenPath, pod.Namespace)),
 	}
 	for name, b := range files {
 		tmp := filepath.Join(dir, "."+name+".tmp")

@@ -112,7 +112,7 @@ func Generate(o Options) error {
 		if err != nil {
 			return err
 		}
-		kc := Kubeconfig(o.APIServerURL, certPEM(ca.der), "testenv-"+user, certPEM(kp.der), keyPEM, "")
+		kc := Kubeconfig(o.APIServerURL, certPEM(ca.der), "testenv-"+user, certPEM(kp.der), keyPEM, "", "")
 		if err := os.WriteFile(filepath.Join(dir, file), []byte(kc), 0o600); err != nil {
 			return err
 		}
@@ -122,7 +122,11 @@ func Generate(o Options) error {
 
 // Kubeconfig renders a single-context kubeconfig with embedded credentials: either a
 // client certificate and key, or a bearer token file.
-func Kubeconfig(server string, caPEM []byte, user string, clientCert, clientKey []byte, tokenFile string) string {
+func Kubeconfig(server string, caPEM []byte, user string, clientCert, clientKey []byte, tokenFile, namespace string) string {
+	ns := ""
+	if namespace != "" {
+		ns = "\n    namespace: " + namespace
+	}
 	b64 := base64.StdEncoding.EncodeToString
 	auth := ""
 	if tokenFile != "" {
@@ -133,7 +137,7 @@ func Kubeconfig(server string, caPEM []byte, user string, clientCert, clientKey 
 	return "apiVersion: v1\nkind: Config\nclusters:\n- name: testenv\n  cluster:\n    server: " + server +
 		"\n    certificate-authority-data: " + b64(caPEM) +
 		"\nusers:\n- name: " + user + "\n  user:\n" + auth +
-		"contexts:\n- name: testenv\n  context:\n    cluster: testenv\n    user: " + user +
+		"contexts:\n- name: testenv\n  context:\n    cluster: testenv\n    user: " + user + ns +
 		"\ncurrent-context: testenv\n"
 }
 
