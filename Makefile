@@ -42,9 +42,7 @@ cluster-up:
 cluster-down:
 	bash scripts/testenv-down.sh
 
-# Node agent unit tests, then the end-to-end checks against a running cluster; the last
-# check stops the cluster (TESTENV_KEEP=1 keeps it running).
-testenv-test: cluster-up
-	$(CARGO) build -p shortener
-	cd testenv && go test ./...
-	cd testenv && TESTENV_E2E=1 TESTENV_E2E_DOWN=$(if $(TESTENV_KEEP),0,1) go test -count=1 -timeout 15m -v ./e2e/
+# Node agent unit tests, then the end-to-end checks; stops the cluster at the end only if
+# it started it (TESTENV_KEEP=1 keeps it running regardless).
+testenv-test:
+	bash scripts/testenv-test.sh

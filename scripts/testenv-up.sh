@@ -9,17 +9,33 @@ BIN=$ROOT/testenv/bin
 API=https://127.0.0.1:16443
 KUBECTL="$BIN/kubectl --kubeconfig $RUN/kubeconfig"
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler node)
-start_time=$(date +%s.%N)
+start_ms=$(($(date +%s%N) / 1000000))
 
 bash scripts/testenv-build.sh
 
 alive() { [[ -f $RUN/pids/$1.pid ]] && kill -0 "$(cat "$RUN/pids/$1.pid")" 2>/dev/null; }
 
-healthy=1
-for c in "${components[@]}"; do alive "$c" || healthy=0; done
+healthy=1 started=0
+for c in "${components[@]}"; do
+  if alive "$c"; then
+    started=1
+  else
+    healthy=0
+  fi
+done
 if [[ $healthy == 1 && ${TESTENV_FRESH:-0} != 1 ]] && $KUBECTL get --raw /readyz >/dev/null 2>&1; then
   echo "testenv: cluster already running (TESTENV_FRESH=1 make cluster-up restarts it)"
   exit 0
+fi
+if [[ $started == 1 && $healthy == 0 ]]; then
+  # A component of a running cluster died: say which, with its log, before restarting.
+  for c in "${components[@]}"; do
+    if ! alive "$c" && [[ -f $RUN/logs/$c.log ]]; then
+      echo "testenv: $c of the running cluster had exited; last lines of .testenv/logs/$c.log:" >&2
+      tail -n 15 "$RUN/logs/$c.log" >&2
+    fi
+  done
+  echo "testenv: restarting the whole cluster" >&2
 fi
 
 # Whatever is left from an earlier run (killed make, crashed component) goes first.
@@ -115,7 +131,8 @@ node_ready() {
 }
 wait_for "node testenv Ready" 90 node_ready
 
-elapsed=$(echo "$(date +%s.%N) - $start_time" | bc 2>/dev/null || echo "?")
+ms=$(($(date +%s%N) / 1000000 - start_ms))
+elapsed=$((ms / 1000)).$(printf %03d $((ms % 1000)))
 cat <<MSG
 testenv: cluster up in ${elapsed}s (Kubernetes v1.37.2, node testenv Ready)
   export KUBECONFIG=$RUN/kubeconfig
