@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use prometheus::IntGauge;
 use tower_http::trace::TraceLayer;
 
 use crate::error::{AppError, InternalDetail};
@@ -84,10 +85,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
-    let in_flight = state.metrics.in_flight.with_label_values(&[&route]);
-    in_flight.inc();
+    let in_flight = InFlight::enter(state.metrics.in_flight.with_label_values(&[&route]));
     let response = next.run(req).await;
-    in_flight.dec();
+    drop(in_flight);
     let elapsed = started.elapsed();
     let status = response.status();
 
@@ -110,6 +110,23 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         status.as_u16()
     );
     response
+}
+
+/// Decrements on drop, so a request whose client went away (its future dropped mid-way)
+/// does not stay "in flight" for ever.
+struct InFlight(IntGauge);
+
+impl InFlight {
+    fn enter(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Answers 503 in the service's JSON shape when a request runs too long.

@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -113,6 +114,13 @@ impl IntoResponse for AppError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if matches!(self, Self::PayloadTooLarge | Self::UnsupportedMediaType) {
+            // The body was left unread, so the connection cannot carry another request; say so,
+            // or a client may reuse it and lose its next request to the close.
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Self::Internal(detail) = self {
             response.extensions_mut().insert(InternalDetail(detail));
         }

@@ -157,3 +157,27 @@ async fn latency_delays_api_calls_but_not_probes() {
     assert_eq!(status, 201);
     assert!(t.elapsed() >= Duration::from_millis(300));
 }
+
+#[tokio::test]
+async fn requests_over_the_timeout_get_a_json_503() {
+    let (_dir, store) = temp_store();
+    let s = Server::start_ready(
+        &store,
+        &[
+            ("SHORTENER_FAULT", "latency=5s"),
+            ("SHORTENER_REQUEST_TIMEOUT", "200ms"),
+        ],
+    )
+    .await;
+    let (status, body) = create(
+        &client(),
+        &s,
+        json!({ "url": "https://example.com/", "slug": "late" }),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "timeout");
+    // The timed-out create was abandoned before it reached the store.
+    let m = common::metrics(&client(), &s).await;
+    assert_eq!(common::metric_value(&m, "shortener_urls_total"), Some(0.0));
+}
