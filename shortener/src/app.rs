@@ -105,7 +105,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .with_label_values(&[method.as_str(), &route])
         .observe(elapsed.as_secs_f64());
     tracing::info!(
-        latency_ms = format_args!("{:.3}", elapsed.as_secs_f64() * 1e3),
+        // Microsecond precision, as a number so JSON logs can be queried numerically.
+        latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         "{method} {path} {}",
         status.as_u16()
     );
