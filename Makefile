@@ -16,6 +16,11 @@ unit:
 demo:
 	bash scripts/demo.sh
 
+# Benchmarks: figures go to bench-results/*.txt (speed and memory targets live here, not in tests).
+.PHONY: bench
+bench:
+	bash scripts/bench-shortener.sh
+
 # The CRD YAML is generated from operator/src/crd.rs and checked in.
 CRD_YAML := crds/shortenerreleases.shortener.dev.yaml
 crds:
