@@ -9,6 +9,8 @@ if ((${#need_apt[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
+# Go 1.26 or newer builds testenv, the local Kubernetes (its control plane comes from the Go module proxy).
+go version 2>/dev/null | grep -qE 'go1\.(2[6-9]|[3-9][0-9])' || { echo "install-deps: testenv needs Go >= 1.26 on PATH" >&2; exit 1; }
 # helm, built from its Go module into GOPATH/bin (scripts/check-chart.sh looks there too).
 gobin="$(go env GOPATH)/bin"
 command -v helm >/dev/null || [[ -x $gobin/helm ]] || GOBIN="$gobin" go install helm.sh/helm/v3/cmd/helm@v3.22.0
