@@ -1,1 +1,805 @@
 //! Incident alerts to an incoming webhook (Slack, Teams or plain JSON receivers).
+//!
+//! The payload carries a `text` field, which Slack's and Teams' incoming webhooks show as
+//! the message, and the same facts as structured fields for receivers that parse JSON.
+//!
+//! Delivery runs on its own task ([`WebhookSender::spawn`]) so that a slow or dead
+//! receiver never holds up reconciliation; it retries transport errors, timeouts, 429 and
+//! 5xx with exponential backoff, a bounded number of times. The URL is a secret (a Slack
+//! webhook URL is all it takes to post to the channel), so it is never logged nor put in an
+//! error: only its host is.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::StatusCode;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+/// Bytes of log excerpt in the message `text`: chat clients show long messages badly and
+/// Teams rejects messages over about 28 KB. The full excerpt is in the ConfigMap.
+pub const DEFAULT_TEXT_EXCERPT_BYTES: usize = 3 * 1024;
+/// Bytes of log excerpt in the structured `excerpt` field.
+pub const DEFAULT_EXCERPT_BYTES: usize = 16 * 1024;
+
+/// A webhook URL that was rejected or a delivery that failed. Never contains the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("webhook URL is not a valid http(s) URL with a host")]
+    InvalidUrl,
+    #[error("building the webhook HTTP client failed: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("webhook at {host} answered {status} after {attempts} attempt(s)")]
+    Status {
+        host: String,
+        status: u16,
+        attempts: u32,
+    },
+    #[error("webhook at {host} timed out after {attempts} attempt(s)")]
+    Timeout { host: String, attempts: u32 },
+    #[error("webhook at {host} unreachable after {attempts} attempt(s): {source}")]
+    Transport {
+        host: String,
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// A webhook URL. Its `Debug` and `Display` show only scheme and host.
+#[derive(Clone)]
+pub struct WebhookUrl(reqwest::Url);
+
+impl WebhookUrl {
+    /// Parses the URL read from the Secret (surrounding whitespace, as left by `echo` into
+    /// a file, is ignored).
+    pub fn parse(raw: &str) -> Result<Self, WebhookError> {
+        let url = reqwest::Url::parse(raw.trim()).map_err(|_| WebhookError::InvalidUrl)?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(WebhookError::InvalidUrl);
+        }
+        Ok(Self(url))
+    }
+
+    /// The host, safe to log.
+    pub fn host(&self) -> &str {
+        self.0.host_str().unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookUrl({self})")
+    }
+}
+
+impl std::fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}/<redacted>", self.0.scheme(), self.host())
+    }
+}
+
+/// What happened, as the operator recorded it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Incident {
+    pub namespace: String,
+    /// The ShortenerRelease's name.
+    pub release: String,
+    pub revision: String,
+    pub image: Option<String>,
+    /// One of the failure reasons in docs/contracts.md, e.g. `AnalysisFailed`.
+    pub reason: String,
+    /// Human-readable detail, e.g. the condition message.
+    pub message: Option<String>,
+    pub detected_at: Option<Timestamp>,
+    pub rolled_back_at: Option<Timestamp>,
+    pub recovered_at: Option<Timestamp>,
+    pub downtime_seconds: Option<i64>,
+    pub failed_requests: Option<u64>,
+    /// The ConfigMap holding the full excerpt.
+    pub excerpt_config_map: Option<String>,
+}
+
+/// The JSON body posted to the webhook.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentPayload {
+    /// The whole summary as one message, for Slack/Teams incoming webhooks.
+    pub text: String,
+    pub namespace: String,
+    pub release: String,
+    pub revision: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excerpt_config_map: Option<String>,
+    /// The start of the rendered log excerpt, cut at a line boundary.
+    pub excerpt: String,
+    /// Whether `excerpt` was cut (the ConfigMap has it all).
+    pub excerpt_truncated: bool,
+}
+
+/// How much of the excerpt goes into the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadLimits {
+    pub text_excerpt_bytes: usize,
+    pub excerpt_bytes: usize,
+}
+
+impl Default for PayloadLimits {
+    fn default() -> Self {
+        Self {
+            text_excerpt_bytes: DEFAULT_TEXT_EXCERPT_BYTES,
+            excerpt_bytes: DEFAULT_EXCERPT_BYTES,
+        }
+    }
+}
+
+/// Builds the payload from the incident and the rendered excerpt
+/// ([`Excerpt::render`](super::filter::Excerpt::render)).
+pub fn build_payload(incident: &Incident, excerpt: &str, limits: PayloadLimits) -> IncidentPayload {
+    let (structured, excerpt_truncated) = trim_lines(excerpt, limits.excerpt_bytes);
+    IncidentPayload {
+        text: summary_text(incident, excerpt, limits.text_excerpt_bytes),
+        namespace: incident.namespace.clone(),
+        release: incident.release.clone(),
+        revision: incident.revision.clone(),
+        image: incident.image.clone(),
+        reason: incident.reason.clone(),
+        message: incident.message.clone(),
+        detected_at: incident.detected_at,
+        rolled_back_at: incident.rolled_back_at,
+        recovered_at: incident.recovered_at,
+        downtime_seconds: incident.downtime_seconds,
+        failed_requests: incident.failed_requests,
+        excerpt_config_map: incident.excerpt_config_map.clone(),
+        excerpt: structured.to_owned(),
+        excerpt_truncated,
+    }
+}
+
+fn summary_text(incident: &Incident, excerpt: &str, excerpt_bytes: usize) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = write!(
+        text,
+        "Incident: ShortenerRelease {}/{} revision {} failed ({})",
+        incident.namespace, incident.release, incident.revision, incident.reason
+    );
+    if incident.rolled_back_at.is_some() {
+        text.push_str(" and was rolled back");
+    }
+    text.push('.');
+    if let Some(message) = &incident.message {
+        let _ = write!(text, "\n{message}");
+    }
+    if let Some(image) = &incident.image {
+        let _ = write!(text, "\nImage: {image}");
+    }
+    let mut timeline = Vec::new();
+    for (label, at) in [
+        ("detected", incident.detected_at),
+        ("rolled back", incident.rolled_back_at),
+        ("recovered", incident.recovered_at),
+    ] {
+        if let Some(at) = at {
+            timeline.push(format!("{label} {at}"));
+        }
+    }
+    if let Some(seconds) = incident.downtime_seconds {
+        timeline.push(format!("downtime {seconds}s"));
+    }
+    if let Some(failed) = incident.failed_requests {
+        timeline.push(format!("{failed} failed requests"));
+    }
+    if !timeline.is_empty() {
+        let _ = write!(text, "\nTimeline: {}", timeline.join(", "));
+    }
+    if excerpt.is_empty() {
+        text.push_str("\nNo log lines matched.");
+        return text;
+    }
+    let (shown, cut) = trim_lines(excerpt, excerpt_bytes);
+    text.push_str("\nLog excerpt");
+    if let Some(name) = &incident.excerpt_config_map {
+        let _ = write!(text, " (full excerpt in ConfigMap {name})");
+    }
+    // A fence inside the log would end the code block early.
+    let _ = write!(text, ":\n```\n{}", shown.replace("```", "'''"));
+    if cut {
+        let more = excerpt[shown.len()..].lines().count();
+        let _ = writeln!(text, "... {more} more lines");
+    }
+    text.push_str("```");
+    text
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends at a line end (or, for a
+/// single overlong first line, at a character boundary). Returns whether it was cut.
+fn trim_lines(text: &str, max: usize) -> (&str, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text[..end].rfind('\n').map_or(end, |i| i + 1);
+    (&text[..cut], true)
+}
+
+/// Timeouts and retry policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Whole-request timeout for one attempt.
+    pub timeout: Duration,
+    /// Attempts in total, the first included; at least 1.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled for each further one.
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts, also for a server's `Retry-After`.
+    pub max_backoff: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A delivered alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub attempts: u32,
+    pub status: u16,
+}
+
+/// Posts incident payloads. Cheap to clone; make one and keep it (it pools connections).
+#[derive(Clone, Debug)]
+pub struct WebhookSender {
+    client: reqwest::Client,
+    config: WebhookConfig,
+}
+
+static CRYPTO_PROVIDER: Once = Once::new();
+
+impl WebhookSender {
+    pub fn new(config: WebhookConfig) -> Result<Self, WebhookError> {
+        // reqwest is built without a crypto provider of its own so the binary carries only
+        // ring, which kube uses too; rustls needs it installed as the process default.
+        CRYPTO_PROVIDER.call_once(|| {
+            // Err means another provider is installed already, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            // A redirect could send the payload somewhere the Secret did not name.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("shortener-operator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| WebhookError::Client(e.without_url()))?;
+        Ok(Self {
+            client,
+            config: WebhookConfig {
+                max_attempts: config.max_attempts.max(1),
+                ..config
+            },
+        })
+    }
+
+    /// Sends in the background and logs the outcome; reconciliation goes on at once. The
+    /// handle may be dropped; awaiting it gives the result.
+    pub fn spawn(
+        &self,
+        url: WebhookUrl,
+        payload: IncidentPayload,
+    ) -> JoinHandle<Result<Delivery, WebhookError>> {
+        let sender = self.clone();
+        tokio::spawn(async move {
+            let result = sender.send(&url, &payload).await;
+            match &result {
+                Ok(delivery) => tracing::info!(
+                    host = url.host(),
+                    release = %payload.release,
+                    revision = %payload.revision,
+                    attempts = delivery.attempts,
+                    "incident webhook delivered"
+                ),
+                Err(error) => tracing::warn!(
+                    host = url.host(),
+                    release = %payload.release,
+                    revision = %payload.revision,
+                    %error,
+                    "incident webhook failed"
+                ),
+            }
+            result
+        })
+    }
+
+    /// Posts `payload`, retrying as configured. One successful POST at most.
+    pub async fn send(
+        &self,
+        url: &WebhookUrl,
+        payload: &IncidentPayload,
+    ) -> Result<Delivery, WebhookError> {
+        let host = url.host().to_owned();
+        let mut backoff = self.config.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = self.client.post(url.0.clone()).json(payload).send().await;
+            let (error, retry_after) = match outcome {
+                Ok(response) if response.status().is_success() => {
+                    return Ok(Delivery {
+                        attempts: attempt,
+                        status: response.status().as_u16(),
+                    });
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let error = WebhookError::Status {
+                        host: host.clone(),
+                        status: status.as_u16(),
+                        attempts: attempt,
+                    };
+                    if !retryable(status) {
+                        return Err(error);
+                    }
+                    (error, retry_after(&response))
+                }
+                Err(e) if e.is_timeout() => (
+                    WebhookError::Timeout {
+                        host: host.clone(),
+                        attempts: attempt,
+                    },
+                    None,
+                ),
+                Err(e) => (
+                    WebhookError::Transport {
+                        host: host.clone(),
+                        attempts: attempt,
+                        source: e.without_url(),
+                    },
+                    None,
+                ),
+            };
+            if attempt >= self.config.max_attempts {
+                return Err(error);
+            }
+            let wait = retry_after.unwrap_or(backoff).min(self.config.max_backoff);
+            tracing::debug!(host = %host, attempt, %error, ?wait, "incident webhook attempt failed; retrying");
+            tokio::time::sleep(wait).await;
+            backoff = backoff.saturating_mul(2).min(self.config.max_backoff);
+        }
+    }
+}
+
+/// Server trouble is worth another try; other client errors (bad URL, revoked hook,
+/// rejected payload) will not get better.
+fn retryable(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare for webhooks and is ignored).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::http::{HeaderMap, HeaderValue, StatusCode as AxumStatus};
+
+    use super::*;
+
+    const SECRET_PATH: &str = "/services/T0001/B0001/s3cr3tT0k3n";
+
+    /// Content type and body of each request received.
+    type Requests = Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+
+    /// A loopback webhook receiver that answers with scripted statuses (then 200).
+    #[derive(Clone, Default)]
+    struct Receiver {
+        requests: Requests,
+        statuses: Arc<Mutex<VecDeque<u16>>>,
+        slow_first: Option<Duration>,
+    }
+
+    impl Receiver {
+        fn count(&self) -> usize {
+            self.requests.lock().expect("lock").len()
+        }
+
+        fn bodies(&self) -> Vec<serde_json::Value> {
+            let requests = self.requests.lock().expect("lock");
+            requests.iter().map(|(_, body)| body.clone()).collect()
+        }
+    }
+
+    async fn receive(
+        State(receiver): State<Receiver>,
+        headers: HeaderMap,
+        body: String,
+    ) -> (AxumStatus, HeaderMap) {
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        let first = {
+            let mut requests = receiver.requests.lock().expect("lock");
+            requests.push((content_type, value));
+            requests.len() == 1
+        };
+        if let (true, Some(delay)) = (first, receiver.slow_first) {
+            // Simulates a receiver slower than the client's timeout.
+            tokio::time::sleep(delay).await;
+        }
+        let status = receiver
+            .statuses
+            .lock()
+            .expect("lock")
+            .pop_front()
+            .unwrap_or(200);
+        let mut response_headers = HeaderMap::new();
+        if status == 429 {
+            response_headers.insert("retry-after", HeaderValue::from_static("0"));
+        }
+        (
+            AxumStatus::from_u16(status).expect("valid status"),
+            response_headers,
+        )
+    }
+
+    async fn start(statuses: &[u16], slow_first: Option<Duration>) -> (Receiver, WebhookUrl) {
+        let receiver = Receiver {
+            statuses: Arc::new(Mutex::new(statuses.iter().copied().collect())),
+            slow_first,
+            ..Receiver::default()
+        };
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr: SocketAddr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let url = WebhookUrl::parse(&format!("http://{addr}{SECRET_PATH}")).expect("valid url");
+        (receiver, url)
+    }
+
+    fn fast_config(max_attempts: u32) -> WebhookConfig {
+        WebhookConfig {
+            timeout: Duration::from_secs(5),
+            max_attempts,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        }
+    }
+
+    fn incident() -> Incident {
+        Incident {
+            namespace: "demo".into(),
+            release: "shortener".into(),
+            revision: "2".into(),
+            image: Some("shortener:v2".into()),
+            reason: "AnalysisFailed".into(),
+            message: Some("error rate 100% over 3 intervals".into()),
+            detected_at: Some("2026-11-25T19:00:00Z".parse().expect("ts")),
+            rolled_back_at: Some("2026-11-25T19:00:02Z".parse().expect("ts")),
+            recovered_at: Some("2026-11-25T19:00:04Z".parse().expect("ts")),
+            downtime_seconds: Some(4),
+            failed_requests: Some(37),
+            excerpt_config_map: Some("shortener-incident-2".into()),
+        }
+    }
+
+    const EXCERPT: &str = "     3: ERROR web.1 Exception on /shorten [POST]\n     4: Traceback (most recent call last):\n";
+
+    #[test]
+    fn payload_has_slack_text_and_structured_fields() {
+        let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+        let json = serde_json::to_value(&payload).expect("serializes");
+        assert_eq!(json["release"], "shortener");
+        assert_eq!(json["namespace"], "demo");
+        assert_eq!(json["revision"], "2");
+        assert_eq!(json["reason"], "AnalysisFailed");
+        assert_eq!(json["detectedAt"], "2026-11-25T19:00:00Z");
+        assert_eq!(json["rolledBackAt"], "2026-11-25T19:00:02Z");
+        assert_eq!(json["recoveredAt"], "2026-11-25T19:00:04Z");
+        assert_eq!(json["downtimeSeconds"], 4);
+        assert_eq!(json["failedRequests"], 37);
+        assert_eq!(json["excerptConfigMap"], "shortener-incident-2");
+        assert_eq!(json["excerpt"], EXCERPT);
+        assert_eq!(json["excerptTruncated"], false);
+        assert_eq!(
+            payload.text,
+            "Incident: ShortenerRelease demo/shortener revision 2 failed (AnalysisFailed) and was rolled back.\n\
+             error rate 100% over 3 intervals\n\
+             Image: shortener:v2\n\
+             Timeline: detected 2026-11-25T19:00:00Z, rolled back 2026-11-25T19:00:02Z, recovered 2026-11-25T19:00:04Z, downtime 4s, 37 failed requests\n\
+             Log excerpt (full excerpt in ConfigMap shortener-incident-2):\n```\n\
+             \x20    3: ERROR web.1 Exception on /shorten [POST]\n\
+             \x20    4: Traceback (most recent call last):\n```"
+        );
+
+        // Unknown facts are left out rather than sent as null.
+        let minimal = Incident {
+            namespace: "demo".into(),
+            release: "shortener".into(),
+            revision: "3".into(),
+            reason: "CrashLoop".into(),
+            ..Incident::default()
+        };
+        let payload = build_payload(&minimal, "", PayloadLimits::default());
+        let json = serde_json::to_value(&payload).expect("serializes");
+        let object = json.as_object().expect("object");
+        for absent in [
+            "image",
+            "detectedAt",
+            "downtimeSeconds",
+            "failedRequests",
+            "excerptConfigMap",
+        ] {
+            assert!(
+                !object.contains_key(absent),
+                "{absent} should be absent: {json}"
+            );
+        }
+        assert_eq!(
+            payload.text,
+            "Incident: ShortenerRelease demo/shortener revision 3 failed (CrashLoop).\nNo log lines matched."
+        );
+    }
+
+    #[test]
+    fn long_excerpts_are_cut_at_line_boundaries() {
+        let excerpt: String = (1..=1000)
+            .map(|n| format!("{n:>6}: ERROR boom {n}\n"))
+            .collect();
+        let limits = PayloadLimits {
+            text_excerpt_bytes: 200,
+            excerpt_bytes: 1_000,
+        };
+        let payload = build_payload(&incident(), &excerpt, limits);
+        assert!(payload.excerpt_truncated);
+        assert!(payload.excerpt.len() <= 1_000);
+        assert!(payload.excerpt.ends_with('\n'));
+        assert!(excerpt.starts_with(&payload.excerpt));
+        let fenced = payload.text.split("```\n").nth(1).expect("code block");
+        assert!(fenced.ends_with("more lines\n```"), "{fenced}");
+        let shown = fenced.lines().filter(|l| l.contains("ERROR boom")).count();
+        assert_eq!(shown, 200 / 22);
+        assert!(fenced.contains(&format!("... {} more lines", 1000 - shown)));
+
+        // A log line with a code fence cannot close the message's code block.
+        let payload = build_payload(&incident(), "     1: ERROR ```rm -rf```\n", limits);
+        assert_eq!(payload.text.matches("```").count(), 2);
+        // A multi-byte character at the cut is not split.
+        let (cut, truncated) = trim_lines("ééé", 3);
+        assert_eq!((cut, truncated), ("é", true));
+    }
+
+    #[test]
+    fn the_url_is_never_shown() {
+        let url =
+            WebhookUrl::parse(" https://hooks.example.com/services/T0/B0/s3cr3t\n").expect("valid");
+        assert_eq!(url.host(), "hooks.example.com");
+        assert_eq!(url.to_string(), "https://hooks.example.com/<redacted>");
+        assert!(!format!("{url:?}").contains("s3cr3t"));
+        for bad in [
+            "",
+            "not a url",
+            "ftp://example.com/x",
+            "file:///etc/passwd",
+            "https://",
+        ] {
+            let error = WebhookUrl::parse(bad).err().map(|e| e.to_string());
+            assert_eq!(
+                error.as_deref(),
+                Some("webhook URL is not a valid http(s) URL with a host"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn one_post_per_incident_with_the_payload() {
+        let (receiver, url) = start(&[], None).await;
+        let sender = WebhookSender::new(fast_config(3)).expect("client");
+        let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+        let delivery = sender.spawn(url, payload.clone()).await.expect("task ran");
+        assert_eq!(
+            delivery.expect("delivered"),
+            Delivery {
+                attempts: 1,
+                status: 200
+            }
+        );
+        let requests = receiver.requests.lock().expect("lock").clone();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].0.as_deref(), Some("application/json"));
+        assert_eq!(
+            requests[0].1,
+            serde_json::to_value(&payload).expect("serializes")
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_server_errors_then_succeeds() {
+        let cases: &[(&str, &[u16], u32)] = &[
+            ("500 then success", &[500], 2),
+            ("two 503s then success", &[503, 502], 3),
+            ("429 honours Retry-After", &[429], 2),
+            ("408 request timeout", &[408], 2),
+        ];
+        for (name, statuses, attempts) in cases {
+            let (receiver, url) = start(statuses, None).await;
+            let sender = WebhookSender::new(fast_config(5)).expect("client");
+            let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+            let delivery = sender.send(&url, &payload).await;
+            assert_eq!(
+                delivery.ok(),
+                Some(Delivery {
+                    attempts: *attempts,
+                    status: 200
+                }),
+                "{name}"
+            );
+            assert_eq!(receiver.count(), *attempts as usize, "{name}");
+            let bodies = receiver.bodies();
+            assert!(
+                bodies.iter().all(|b| b == &bodies[0]),
+                "{name}: same payload each time"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_last_attempt() {
+        let (receiver, url) = start(&[500; 10], None).await;
+        let sender = WebhookSender::new(fast_config(3)).expect("client");
+        let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+        let error = sender.send(&url, &payload).await.expect_err("always 500");
+        assert!(
+            matches!(
+                error,
+                WebhookError::Status {
+                    status: 500,
+                    attempts: 3,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(receiver.count(), 3);
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_not_retried() {
+        for status in [400u16, 403, 404, 410] {
+            let (receiver, url) = start(&[status], None).await;
+            let sender = WebhookSender::new(fast_config(5)).expect("client");
+            let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+            let error = sender.send(&url, &payload).await.expect_err("client error");
+            assert!(
+                matches!(error, WebhookError::Status { status: s, attempts: 1, .. } if s == status),
+                "{error:?}"
+            );
+            assert_eq!(receiver.count(), 1, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_receiver_times_out_and_is_retried() {
+        let (receiver, url) = start(&[], Some(Duration::from_secs(5))).await;
+        let sender = WebhookSender::new(WebhookConfig {
+            timeout: Duration::from_millis(200),
+            ..fast_config(3)
+        })
+        .expect("client");
+        let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+        let delivery = sender.send(&url, &payload).await;
+        assert_eq!(
+            delivery.ok(),
+            Some(Delivery {
+                attempts: 2,
+                status: 200
+            })
+        );
+        assert_eq!(receiver.count(), 2);
+    }
+
+    /// Captures log output for the current thread.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_are_logged_and_reported_without_the_url() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        // Current-thread test runtime: the spawned task logs on this thread.
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        // Nothing listens on a port we just released: connection refused.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address").port()
+        };
+        let url =
+            WebhookUrl::parse(&format!("http://127.0.0.1:{port}{SECRET_PATH}")).expect("valid");
+        let sender = WebhookSender::new(fast_config(2)).expect("client");
+        let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+        let error = sender
+            .spawn(url, payload)
+            .await
+            .expect("task ran")
+            .expect_err("nothing listening");
+        assert!(
+            matches!(error, WebhookError::Transport { attempts: 2, .. }),
+            "{error:?}"
+        );
+
+        let mut report = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            report.push_str(&format!(": {cause} / {cause:?}"));
+            source = cause.source();
+        }
+        report.push_str(&format!("{error:?}"));
+        assert!(report.contains("127.0.0.1"), "{report}");
+        assert!(!report.contains("s3cr3t"), "{report}");
+
+        let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(logs.contains("incident webhook failed"), "{logs}");
+        assert!(logs.contains("127.0.0.1"), "{logs}");
+        assert!(!logs.contains("s3cr3t"), "{logs}");
+    }
+}
