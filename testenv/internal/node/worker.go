@@ -77,11 +77,12 @@ type podWorker struct {
 	stop   chan struct{}
 	done   chan struct{}
 
-	mu   sync.Mutex // guards pod and containers' dir for log readers
-	pod  *corev1.Pod
-	ip   netip.Addr
-	dir  string
-	ctrs []*container
+	mu      sync.Mutex // guards pod and containers' dir for log readers
+	pod     *corev1.Pod
+	ip      netip.Addr
+	hostNet bool
+	dir     string
+	ctrs    []*container
 
 	posted      *corev1.PodStatus
 	saDir       string
@@ -169,6 +170,12 @@ func (w *podWorker) setup() error {
 			return err
 		}
 	}
+	if w.pod.Spec.HostNetwork {
+		// A host-network pod shares the node's address; it owns no pod IP.
+		ip, err := netip.ParseAddr(w.a.cfg.NodeIP)
+		w.ip, w.hostNet = ip, true
+		return err
+	}
 	if w.pod.Status.PodIP != "" {
 		if ip, err := netip.ParseAddr(w.pod.Status.PodIP); err == nil && w.a.ips.Reserve(ip) {
 			w.ip = ip
@@ -185,7 +192,7 @@ func (w *podWorker) setup() error {
 }
 
 func (w *podWorker) cleanup() {
-	if w.ip.IsValid() {
+	if w.ip.IsValid() && !w.hostNet {
 		w.a.ips.Release(w.ip)
 	}
 	_ = os.RemoveAll(w.dir)
