@@ -25,6 +25,9 @@ for c in "${components[@]}"; do
 done
 if [[ $healthy == 1 && ${TESTENV_FRESH:-0} != 1 ]] && $KUBECTL get --raw /readyz >/dev/null 2>&1; then
   echo "testenv: cluster already running (TESTENV_FRESH=1 make cluster-up restarts it)"
+  if ! cmp -s <(cat "$BIN"/.stamp-*) "$RUN/pids/stamps"; then
+    echo "testenv: note: testenv binaries were rebuilt since it started; TESTENV_FRESH=1 to run them" >&2
+  fi
   exit 0
 fi
 if [[ $started == 1 && $healthy == 0 ]]; then
@@ -78,6 +81,7 @@ wait_for() {
 }
 
 PKI=$RUN/pki
+cat "$BIN"/.stamp-* >"$RUN/pids/stamps"
 start etcd "$BIN/testenv-etcd" --data-dir "$RUN/etcd" --listen-client http://127.0.0.1:12379 --listen-peer http://127.0.0.1:12380
 wait_for etcd 30 curl -fsS http://127.0.0.1:12379/health
 
