@@ -340,3 +340,29 @@ func (r apiRefs) SecretKey(ns, name, key string) (string, bool, error) {
 	v, ok := s.Data[key]
 	return string(v), ok, nil
 }
+
+func (r apiRefs) ConfigMapData(ns, name string) (map[string]string, bool, error) {
+	cm, err := r.c.CoreV1().ConfigMaps(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return cm.Data, true, nil
+}
+
+func (r apiRefs) SecretData(ns, name string) (map[string]string, bool, error) {
+	s, err := r.c.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := make(map[string]string, len(s.Data))
+	for k, v := range s.Data {
+		out[k] = string(v)
+	}
+	return out, true, nil
+}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,10 +41,13 @@ func Expand(s string, lookup func(string) (string, bool)) string {
 	return b.String()
 }
 
-// RefResolver reads ConfigMap and Secret keys for env valueFrom.
+// RefResolver reads ConfigMaps and Secrets for env valueFrom and envFrom; found is false
+// when the object or key does not exist.
 type RefResolver interface {
 	ConfigMapKey(namespace, name, key string) (string, bool, error)
 	SecretKey(namespace, name, key string) (string, bool, error)
+	ConfigMapData(namespace, name string) (map[string]string, bool, error)
+	SecretData(namespace, name string) (map[string]string, bool, error)
 }
 
 // envList is an ordered environment where a later definition replaces an earlier one.
@@ -103,13 +107,59 @@ func BuildEnv(pod *corev1.Pod, c *corev1.Container, img ResolvedImage, base []En
 	return e.slice(), e.vals, nil
 }
 
+// applyEnvFrom adds every key of a ConfigMap or Secret, with the source's prefix, in key
+// order as the kubelet does; keys that are not valid variable names are skipped.
 func applyEnvFrom(ns string, from corev1.EnvFromSource, e *envList, refs RefResolver) error {
-	_ = ns
-	_ = refs
-	if from.ConfigMapRef == nil && from.SecretRef == nil {
+	var (
+		data     map[string]string
+		found    bool
+		err      error
+		kind     string
+		name     string
+		optional *bool
+	)
+	switch {
+	case from.ConfigMapRef != nil:
+		kind, name, optional = "configmap", from.ConfigMapRef.Name, from.ConfigMapRef.Optional
+		data, found, err = refs.ConfigMapData(ns, name)
+	case from.SecretRef != nil:
+		kind, name, optional = "secret", from.SecretRef.Name, from.SecretRef.Optional
+		data, found, err = refs.SecretData(ns, name)
+	default:
 		return nil
 	}
-	return fmt.Errorf("envFrom is not supported by testenv; use env with valueFrom")
+	if err != nil {
+		return err
+	}
+	if !found {
+		if optional != nil && *optional {
+			return nil
+		}
+		return fmt.Errorf("%s %q not found", kind, name)
+	}
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if validEnvName(from.Prefix + k) {
+			e.set(from.Prefix+k, data[k])
+		}
+	}
+	return nil
+}
+
+func validEnvName(s string) bool {
+	if s == "" || (s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func valueFrom(pod *corev1.Pod, src *corev1.EnvVarSource, refs RefResolver) (string, bool, error) {

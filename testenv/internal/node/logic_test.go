@@ -349,3 +349,56 @@ func TestServiceEndpoints(t *testing.T) {
 		t.Fatal("headless services are not proxied")
 	}
 }
+
+type fakeRefs struct{ cms, secrets map[string]map[string]string }
+
+func (f fakeRefs) ConfigMapKey(_, name, key string) (string, bool, error) {
+	v, ok := f.cms[name][key]
+	return v, ok, nil
+}
+func (f fakeRefs) SecretKey(_, name, key string) (string, bool, error) {
+	v, ok := f.secrets[name][key]
+	return v, ok, nil
+}
+func (f fakeRefs) ConfigMapData(_, name string) (map[string]string, bool, error) {
+	d, ok := f.cms[name]
+	return d, ok, nil
+}
+func (f fakeRefs) SecretData(_, name string) (map[string]string, bool, error) {
+	d, ok := f.secrets[name]
+	return d, ok, nil
+}
+
+func TestEnvFromAndKeyRefs(t *testing.T) {
+	refs := fakeRefs{
+		cms:     map[string]map[string]string{"cfg": {"LEVEL": "debug", "bad key": "x", "PORT": "1"}},
+		secrets: map[string]map[string]string{"sec": {"TOKEN": "s3cret"}},
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}}
+	c := &corev1.Container{
+		EnvFrom: []corev1.EnvFromSource{
+			{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}, Prefix: "APP_"},
+			{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "missing"}, Optional: ptrTo(true)}},
+		},
+		Env: []corev1.EnvVar{
+			{Name: "TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "sec"}, Key: "TOKEN"}}},
+			{Name: "PORT", Value: "$(APP_PORT)0"},
+		},
+	}
+	_, m, err := BuildEnv(pod, c, ResolvedImage{}, nil, refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["APP_LEVEL"] != "debug" || m["TOKEN"] != "s3cret" || m["PORT"] != "10" {
+		t.Fatalf("env %v", m)
+	}
+	if _, ok := m["APP_bad key"]; ok {
+		t.Fatal("invalid names are skipped")
+	}
+	c.EnvFrom[1].SecretRef.Optional = nil
+	if _, _, err := BuildEnv(pod, c, ResolvedImage{}, nil, refs); err == nil {
+		t.Fatal("a missing, non-optional envFrom source is a config error")
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
