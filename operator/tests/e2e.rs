@@ -64,10 +64,11 @@ where
 
 static CLUSTER: Mutex<bool> = Mutex::const_new(false);
 
-/// Starts testenv unless it is up, and installs the CRD.
+/// Starts testenv unless it is up, and installs the CRD (every time: the shared cluster
+/// may have been restarted by someone else since the last scenario).
 async fn cluster() -> Client {
-    let mut ready = CLUSTER.lock().await;
-    if !*ready {
+    let mut started = CLUSTER.lock().await;
+    if !*started {
         let status = Command::new("make")
             .arg("cluster-up")
             .current_dir(root())
@@ -75,31 +76,31 @@ async fn cluster() -> Client {
             .await
             .expect("make cluster-up");
         assert!(status.success(), "make cluster-up failed");
-        let c = client().await;
-        let crds = Api::<CustomResourceDefinition>::all(c.clone());
-        crds.patch(
-            "shortenerreleases.shortener.dev",
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&ShortenerRelease::crd()),
-        )
-        .await
-        .expect("install CRD");
-        eventually("CRD established", Duration::from_secs(30), || {
-            let crds = crds.clone();
-            async move {
-                let crd = crds.get("shortenerreleases.shortener.dev").await.ok()?;
-                let established = crd
-                    .status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                established.then_some(())
-            }
-        })
-        .await;
-        *ready = true;
+        *started = true;
     }
-    client().await
+    let c = client().await;
+    let crds = Api::<CustomResourceDefinition>::all(c.clone());
+    crds.patch(
+        "shortenerreleases.shortener.dev",
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&ShortenerRelease::crd()),
+    )
+    .await
+    .expect("install CRD");
+    eventually("CRD established", Duration::from_secs(30), || {
+        let crds = crds.clone();
+        async move {
+            let crd = crds.get("shortenerreleases.shortener.dev").await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        }
+    })
+    .await;
+    c
 }
 
 /// One scenario's namespace, operator process and helpers.
@@ -305,7 +306,10 @@ impl Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (tally.clone(), stop.clone());
         let task = tokio::spawn(async move {
+            // A new connection per request, like many users: a kept-alive connection stays
+            // on the pod it first reached, whatever the Service selects afterwards.
             let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(2))
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
