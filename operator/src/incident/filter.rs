@@ -587,7 +587,8 @@ impl LogFilter {
         if let Some(limit) = limit {
             let at_line = match &item {
                 ExcerptItem::Line(line) => line.number,
-                ExcerptItem::Gap { .. } => self.last_emitted.unwrap_or(1),
+                // The gap is committed before the window after it: that window is cut.
+                ExcerptItem::Gap { skipped } => self.last_emitted.unwrap_or(0) + skipped + 1,
             };
             self.truncation = Some(Truncation { limit, at_line });
             self.pending = None;
@@ -653,6 +654,26 @@ pub fn filter_reader<R: Read>(mut reader: R, config: FilterConfig) -> std::io::R
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => filter.push(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filter.finish())
+}
+
+/// Filters a log from an async reader, such as the one `kube`'s `Api::<Pod>::log_stream`
+/// returns, without holding the log in memory.
+pub async fn filter_async_read<R>(mut reader: R, config: FilterConfig) -> std::io::Result<Excerpt>
+where
+    R: futures::io::AsyncRead + Unpin,
+{
+    use futures::io::AsyncReadExt as _;
+    let mut filter = LogFilter::new(config);
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match reader.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => filter.push(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -1088,6 +1109,19 @@ mod tests {
             Some(Limit::Bytes(4_096))
         );
         assert!(rendered.contains("[truncated: excerpt limit of 4096 bytes"));
+        // Cut at a gap: the marker names the first line of the window that is left out.
+        let at_gap = run(
+            log(12, &[3, 11]).as_bytes(),
+            &FilterConfig {
+                max_lines: 3,
+                ..config(1)
+            },
+        );
+        assert_eq!(shape(&at_gap), ["2", "3", "4"]);
+        assert_eq!(at_gap.truncation.map(|t| t.at_line), Some(10));
+        assert_eq!(at_gap.stats.matching_lines_shown, 1);
+        assert_eq!(at_gap.stats.matching_lines, 2);
+
         // What is shown is the start of the untruncated excerpt, unchanged.
         let full = run(input.as_bytes(), &config(1));
         assert!(full.items.starts_with(&by_bytes.items));
@@ -1155,6 +1189,28 @@ mod tests {
         assert_eq!(alone.lines().next().map(|l| l.number), Some(2));
         let kept: Vec<u64> = alone.lines().map(|l| l.number).collect();
         assert_eq!(kept, (2..=15).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn readers_give_the_same_excerpt_as_bytes() {
+        let input = log(500, &[3, 250, 499]);
+        let want = filter_bytes(input.as_bytes(), FilterConfig::default());
+        let from_reader = filter_reader(input.as_bytes(), FilterConfig::default()).expect("read");
+        assert_eq!(from_reader, want);
+        let from_async = futures::executor::block_on(filter_async_read(
+            futures::io::Cursor::new(input.as_bytes()),
+            FilterConfig::default(),
+        ))
+        .expect("read");
+        assert_eq!(from_async, want);
+        // A failing reader is reported, not turned into an empty excerpt.
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("connection reset"))
+            }
+        }
+        assert!(filter_reader(Broken, FilterConfig::default()).is_err());
     }
 
     /// Generates `total` bytes of log lines, chunk by chunk, without holding them.

@@ -86,7 +86,8 @@ pub struct Incident {
     pub namespace: String,
     /// The ShortenerRelease's name.
     pub release: String,
-    pub revision: String,
+    /// The revision number that failed (`status.lastIncident.revision`).
+    pub revision: i64,
     pub image: Option<String>,
     /// One of the failure reasons in docs/contracts.md, e.g. `AnalysisFailed`.
     pub reason: String,
@@ -95,8 +96,8 @@ pub struct Incident {
     pub detected_at: Option<Timestamp>,
     pub rolled_back_at: Option<Timestamp>,
     pub recovered_at: Option<Timestamp>,
-    pub downtime_seconds: Option<i64>,
-    pub failed_requests: Option<u64>,
+    pub downtime_seconds: Option<f64>,
+    pub failed_requests: Option<i64>,
     /// The ConfigMap holding the full excerpt.
     pub excerpt_config_map: Option<String>,
 }
@@ -109,7 +110,7 @@ pub struct IncidentPayload {
     pub text: String,
     pub namespace: String,
     pub release: String,
-    pub revision: String,
+    pub revision: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     pub reason: String,
@@ -122,9 +123,9 @@ pub struct IncidentPayload {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub downtime_seconds: Option<i64>,
+    pub downtime_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_requests: Option<u64>,
+    pub failed_requests: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub excerpt_config_map: Option<String>,
     /// The start of the rendered log excerpt, cut at a line boundary.
@@ -157,7 +158,7 @@ pub fn build_payload(incident: &Incident, excerpt: &str, limits: PayloadLimits) 
         text: summary_text(incident, excerpt, limits.text_excerpt_bytes),
         namespace: incident.namespace.clone(),
         release: incident.release.clone(),
-        revision: incident.revision.clone(),
+        revision: incident.revision,
         image: incident.image.clone(),
         reason: incident.reason.clone(),
         message: incident.message.clone(),
@@ -202,7 +203,8 @@ fn summary_text(incident: &Incident, excerpt: &str, excerpt_bytes: usize) -> Str
         }
     }
     if let Some(seconds) = incident.downtime_seconds {
-        timeline.push(format!("downtime {seconds}s"));
+        // Whole seconds unless there is a fraction worth showing.
+        timeline.push(format!("downtime {}s", (seconds * 10.0).round() / 10.0));
     }
     if let Some(failed) = incident.failed_requests {
         timeline.push(format!("{failed} failed requests"));
@@ -322,14 +324,14 @@ impl WebhookSender {
                 Ok(delivery) => tracing::info!(
                     host = url.host(),
                     release = %payload.release,
-                    revision = %payload.revision,
+                    revision = payload.revision,
                     attempts = delivery.attempts,
                     "incident webhook delivered"
                 ),
                 Err(error) => tracing::warn!(
                     host = url.host(),
                     release = %payload.release,
-                    revision = %payload.revision,
+                    revision = payload.revision,
                     %error,
                     "incident webhook failed"
                 ),
@@ -514,14 +516,14 @@ mod tests {
         Incident {
             namespace: "demo".into(),
             release: "shortener".into(),
-            revision: "2".into(),
+            revision: 2,
             image: Some("shortener:v2".into()),
             reason: "AnalysisFailed".into(),
             message: Some("error rate 100% over 3 intervals".into()),
             detected_at: Some("2026-11-25T19:00:00Z".parse().expect("ts")),
             rolled_back_at: Some("2026-11-25T19:00:02Z".parse().expect("ts")),
             recovered_at: Some("2026-11-25T19:00:04Z".parse().expect("ts")),
-            downtime_seconds: Some(4),
+            downtime_seconds: Some(4.0),
             failed_requests: Some(37),
             excerpt_config_map: Some("shortener-incident-2".into()),
         }
@@ -535,12 +537,12 @@ mod tests {
         let json = serde_json::to_value(&payload).expect("serializes");
         assert_eq!(json["release"], "shortener");
         assert_eq!(json["namespace"], "demo");
-        assert_eq!(json["revision"], "2");
+        assert_eq!(json["revision"], 2);
         assert_eq!(json["reason"], "AnalysisFailed");
         assert_eq!(json["detectedAt"], "2026-11-25T19:00:00Z");
         assert_eq!(json["rolledBackAt"], "2026-11-25T19:00:02Z");
         assert_eq!(json["recoveredAt"], "2026-11-25T19:00:04Z");
-        assert_eq!(json["downtimeSeconds"], 4);
+        assert_eq!(json["downtimeSeconds"], 4.0);
         assert_eq!(json["failedRequests"], 37);
         assert_eq!(json["excerptConfigMap"], "shortener-incident-2");
         assert_eq!(json["excerpt"], EXCERPT);
@@ -560,7 +562,7 @@ mod tests {
         let minimal = Incident {
             namespace: "demo".into(),
             release: "shortener".into(),
-            revision: "3".into(),
+            revision: 3,
             reason: "CrashLoop".into(),
             ..Incident::default()
         };
