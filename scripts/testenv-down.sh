@@ -4,6 +4,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUN=$PWD/.testenv
+BIN=$PWD/testenv/bin
+mkdir -p "$RUN"
+if [[ -z ${TESTENV_LOCKED:-} ]]; then
+  exec 9>"$RUN/.lock"
+  flock -w 600 9 || { echo "testenv: another cluster-up/down holds .testenv/.lock" >&2; exit 1; }
+fi
 
 stop() {
   local name=$1 f=$RUN/pids/$1.pid pid
@@ -21,7 +27,11 @@ stop() {
   rm -f "$f"
 }
 
-for c in node kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
+# The API server's clients stop together, then the API server, then etcd.
+for c in node kube-scheduler kube-controller-manager; do stop "$c" & done
+wait
+stop kube-apiserver
+stop etcd
 
 # Pod processes run in their own process groups; the agent records each group id.
 if [[ -d $RUN/node/pids ]]; then
@@ -32,4 +42,13 @@ if [[ -d $RUN/node/pids ]]; then
     rm -f "$f"
   done
 fi
+# A component whose pid file was lost (a killed cluster-up) is found by its executable.
+for exe in /proc/[0-9]*/exe; do
+  target=$(readlink "$exe" 2>/dev/null) || continue
+  if [[ $target == "$BIN"/* && $target != "$BIN/kubectl" ]]; then
+    pid=${exe#/proc/}; pid=${pid%/exe}
+    echo "testenv: killing stray $(basename "$target") (pid $pid)" >&2
+    kill -KILL "$pid" 2>/dev/null
+  fi
+done
 echo "testenv: cluster stopped"

@@ -11,6 +11,14 @@ KUBECTL="$BIN/kubectl --kubeconfig $RUN/kubeconfig"
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler node)
 start_ms=$(($(date +%s%N) / 1000000))
 
+mkdir -p "$RUN"
+# One cluster-up/down at a time: engineers and test harnesses share this checkout.
+if [[ -z ${TESTENV_LOCKED:-} ]]; then
+  exec 9>"$RUN/.lock"
+  flock -w 600 9 || { echo "testenv: another cluster-up/down holds .testenv/.lock" >&2; exit 1; }
+  export TESTENV_LOCKED=1
+fi
+
 bash scripts/testenv-build.sh
 
 alive() { [[ -f $RUN/pids/$1.pid ]] && kill -0 "$(cat "$RUN/pids/$1.pid")" 2>/dev/null; }
@@ -63,7 +71,8 @@ fail() {
 start() {
   local name=$1; shift
   # setsid: the component outlives this script and make, and gets its own process group.
-  setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
+  # 9>&-: the component must not inherit (and so hold) the cluster-up lock.
+  setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$RUN/pids/$name.pid"
 }
 

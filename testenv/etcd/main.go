@@ -47,7 +47,6 @@ func main() {
 	if err != nil {
 		log.Fatalf("start etcd: %v", err)
 	}
-	defer e.Close()
 	select {
 	case <-e.Server.ReadyNotify():
 		log.Printf("etcd ready on %s", cu)
@@ -63,5 +62,17 @@ func main() {
 		log.Fatalf("etcd: %v", err)
 	case s := <-sig:
 		log.Printf("etcd: %v, stopping", s)
+	}
+	// A graceful Close can wait on client connections for many seconds; the data is
+	// disposable (wiped at every start), so give it a moment and then just exit.
+	closed := make(chan struct{})
+	go func() {
+		e.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		log.Print("etcd: close timed out, exiting")
 	}
 }
