@@ -137,8 +137,10 @@ impl Env {
             .unwrap()
             .port();
         let metrics_addr = format!("127.0.0.1:{port}");
-        let log =
-            std::fs::File::create(root().join(format!(".testenv/logs/operator-{ns}.log"))).unwrap();
+        // Under .testenv/e2e/, which cluster-up does not wipe.
+        let store_dir = root().join(".testenv/e2e");
+        std::fs::create_dir_all(&store_dir).unwrap();
+        let log = std::fs::File::create(store_dir.join(format!("operator-{ns}.log"))).unwrap();
         let operator = Command::new(env!("CARGO_BIN_EXE_operator"))
             .args(["--kubeconfig"])
             .arg(kubeconfig())
@@ -148,8 +150,6 @@ impl Env {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn operator");
-        let store_dir = root().join(".testenv/e2e");
-        std::fs::create_dir_all(&store_dir).unwrap();
         let store = store_dir.join(format!("{ns}.db"));
         let env = Env {
             srs: Api::namespaced(client.clone(), &ns),
