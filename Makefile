@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: test lint unit demo chart-test crds crd-check e2e
-test: lint unit chart-test crd-check testenv-test
+test: lint unit chart-test crd-check testenv-test e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -30,10 +30,13 @@ crd-check:
 	@$(CARGO) run -q -p operator --bin crdgen | diff -u $(CRD_YAML) - \
 		|| { echo "$(CRD_YAML) is stale: run 'make crds'"; exit 1; }
 
-# Operator end-to-end tests against testenv (started by the tests if it is not up).
+# Operator end-to-end scenarios on testenv; stops the cluster afterwards only if it started it.
 e2e:
 	$(CARGO) build -p shortener -p operator
-	$(CARGO) test -p operator --test e2e -- --ignored --test-threads=1
+	@if testenv/bin/kubectl --kubeconfig .testenv/kubeconfig get --raw /readyz >/dev/null 2>&1; then up=1; else up=0; fi; \
+	$(MAKE) --no-print-directory cluster-up || exit 1; \
+	$(CARGO) test -p operator --test e2e -- --ignored --test-threads=1; rc=$$?; \
+	[[ $$up == 1 ]] || $(MAKE) --no-print-directory cluster-down; exit $$rc
 
 # Helm chart, alert rules (promtool) and dashboard checks; no cluster needed.
 chart-test:
