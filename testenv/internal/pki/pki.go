@@ -82,6 +82,23 @@ func Generate(o Options) error {
 		pairs[s.file] = kp
 	}
 
+	// A separate CA for the aggregation layer's front proxy: without one, every component
+	// logs errors about the missing requestheader CA, and nothing else may sign for it.
+	fp, err := newCA()
+	if err != nil {
+		return err
+	}
+	if err := writePair(o.Dir, "front-proxy-ca", fp); err != nil {
+		return err
+	}
+	fpc, err := newLeaf(fp, "front-proxy-client", nil, false, nil, nil)
+	if err != nil {
+		return err
+	}
+	if err := writePair(o.Dir, "front-proxy-client", fpc); err != nil {
+		return err
+	}
+
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
