@@ -396,7 +396,12 @@ func (w *podWorker) pull(c *container, now time.Time) bool {
 }
 
 func (w *podWorker) start(ctx context.Context, idx int, c *container, now time.Time, log *slog.Logger) {
-	base := []EnvPair{{Name: "PATH", Value: os.Getenv("PATH")}, {Name: "HOSTNAME", Value: w.pod.Name}, {Name: "POD_IP", Value: w.ip.String()}}
+	// HOME is the pod's own directory: tools that cache under ~ (kubectl) must not write
+	// into the repository (the working directory) or the real home.
+	base := []EnvPair{
+		{Name: "PATH", Value: os.Getenv("PATH")}, {Name: "HOME", Value: w.dir},
+		{Name: "HOSTNAME", Value: w.pod.Name}, {Name: "POD_IP", Value: w.ip.String()},
+	}
 	if w.saNeeded() {
 		base = append(base, EnvPair{Name: "KUBECONFIG", Value: filepath.Join(w.saDir, "kubeconfig")})
 	}
