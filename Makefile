@@ -25,6 +25,7 @@ bench:
 CRD_YAML := crds/shortenerreleases.shortener.dev.yaml
 crds:
 	$(CARGO) run -q -p operator --bin crdgen -- $(CRD_YAML)
+	cp $(CRD_YAML) charts/shortener-operator/crds/
 
 crd-check:
 	@$(CARGO) run -q -p operator --bin crdgen | diff -u $(CRD_YAML) - \

@@ -23,6 +23,7 @@ use crate::rollout::{
 
 pub const ANNOTATION_PAUSED: &str = "shortener.dev/paused";
 pub const ANNOTATION_RETRY: &str = "shortener.dev/retry";
+pub const ANNOTATION_BUDGET_OVERRIDE: &str = "shortener.dev/budget-override";
 
 /// Pod IPs of one revision.
 #[derive(Default)]
@@ -42,6 +43,11 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
     let status = sr.status.clone().unwrap_or_default();
     let paused = sr.annotations().get(ANNOTATION_PAUSED).map(String::as_str) == Some("true");
     let retry = sr.annotations().get(ANNOTATION_RETRY).cloned();
+    let budget_override = sr
+        .annotations()
+        .get(ANNOTATION_BUDGET_OVERRIDE)
+        .map(String::as_str)
+        == Some("true");
     let now = Timestamp::now();
 
     // At most one probe of each kind per reconcile, then the decision is final.
@@ -53,6 +59,7 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
             desired_hash: &hash,
             paused,
             retry: retry.as_deref(),
+            budget_override,
             observed: &observed,
             now,
         };
@@ -364,14 +371,17 @@ async fn execute(
             .with_label_values(&[why.as_str()])
             .inc();
     }
-    if let Some(incident) = &plan.status.last_incident
-        && plan.failure.is_some()
-        && incident.downtime_seconds > 0.0
-    {
+    if plan.downtime_charged > 0 {
         ctx.metrics
             .downtime
             .with_label_values(&[ns, name])
-            .inc_by(incident.downtime_seconds);
+            .inc_by(plan.downtime_charged as f64);
+    }
+    if let Some(budget) = &plan.status.budget {
+        ctx.metrics
+            .budget_remaining
+            .with_label_values(&[ns, name])
+            .set(budget.remaining_seconds as f64);
     }
     ctx.metrics.set_phase(ns, name, plan.status.phase);
     Ok(())

@@ -238,15 +238,17 @@ impl Default for Rollback {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Sla {
-    /// Downtime allowed per rolling year as a duration string of hours, minutes and
-    /// seconds in that order, e.g. `15m`, `1h30m`, `90s`. Default `15m`.
+    /// Downtime allowed per rolling 365 days as a duration string of days, hours, minutes
+    /// and seconds in that order, e.g. `15m`, `1h30m`, `90s`, `1d`. Default `15m`.
     #[serde(default = "default_allowed_downtime")]
     #[x_kube(validation = kube::core::Rule::new(
-        r"self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != ''"
-    ).message("spec.sla.allowedDowntimePerYear must be a duration like 15m, 1h30m or 90s"))]
+        r"self.matches('^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != ''"
+    ).message("spec.sla.allowedDowntimePerYear must be a duration like 15m, 1h30m, 90s or 1d"))]
     #[schemars(length(max = 32))]
     pub allowed_downtime_per_year: String,
-    /// Refuse new rollouts (phase Blocked) once the budget is used up. Default false.
+    /// Refuse new rollouts (phase Blocked, reason `BudgetExhausted`) once the budget is
+    /// used up, until it recovers or the annotation `shortener.dev/budget-override: "true"`
+    /// is set. Default false.
     #[serde(default)]
     pub freeze_when_exhausted: bool,
 }
@@ -438,7 +440,7 @@ pub struct ShortenerReleaseStatus {
     pub last_incident: Option<LastIncident>,
     /// SLA downtime budget over the rolling year.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<BudgetStatus>,
+    pub budget: Option<crate::budget::BudgetStatus>,
     /// Value of the `shortener.dev/retry` annotation last acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_retry: Option<String>,
@@ -558,34 +560,6 @@ pub struct LastIncident {
     /// ConfigMap holding the filtered log excerpt, when captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_excerpt_ref: Option<String>,
-}
-
-/// SLA downtime budget.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct BudgetStatus {
-    /// Allowed downtime per rolling year.
-    pub allowed_seconds: f64,
-    /// Downtime charged in the rolling year.
-    pub used_seconds: f64,
-    /// Allowed minus used (may be negative).
-    pub remaining_seconds: f64,
-    /// Charged downtime windows in the rolling year, oldest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub windows: Vec<DowntimeWindow>,
-}
-
-/// A charged downtime window.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DowntimeWindow {
-    /// Start of the window.
-    #[schemars(with = "String")]
-    pub start: Timestamp,
-    /// Seconds charged.
-    pub seconds: f64,
-    /// Revision that caused it.
-    pub revision: i64,
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
+use crate::budget;
 use crate::crd::{
     AnalysisStatus, Condition, LastIncident, Outcome, Phase, RevisionRecord, ShortenerReleaseSpec,
     ShortenerReleaseStatus, Strategy,
@@ -62,6 +63,7 @@ pub mod reason {
     pub const PENDING: &str = "Pending";
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const RETRY: &str = "RetryRequested";
+    pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
 }
 
 /// A failure seen on a revision's pods.
@@ -117,6 +119,8 @@ pub struct Input<'a> {
     pub paused: bool,
     /// Value of the `shortener.dev/retry` annotation.
     pub retry: Option<&'a str>,
+    /// The `shortener.dev/budget-override` annotation is "true": roll out despite a freeze.
+    pub budget_override: bool,
     pub observed: &'a Observed,
     pub now: Timestamp,
 }
@@ -173,6 +177,8 @@ pub struct Plan {
     /// A revision failed in this step (an incident).
     pub failure: Option<FailureReason>,
     pub requeue: Duration,
+    /// Downtime seconds newly charged to the SLA budget in this step.
+    pub downtime_charged: i64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -204,6 +210,21 @@ struct Decider<'a> {
     active: Option<String>,
     requeue: Duration,
     condition_reason: String,
+    /// What this step learnt about the serving revision, for the SLA budget.
+    health: Health,
+    /// New rollouts refused by the budget freeze: keep stable serving, start nothing.
+    frozen: bool,
+}
+
+/// Whether the revision that has the traffic works, as far as this step knows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Health {
+    Unknown,
+    Up,
+    /// Down since the given instant.
+    Down(Timestamp),
+    /// Was down since the given instant and serves again now (rolled back).
+    Restored(Timestamp),
 }
 
 impl<'a> Decider<'a> {
@@ -220,6 +241,8 @@ impl<'a> Decider<'a> {
             active: None,
             requeue: IDLE_REQUEUE,
             condition_reason: String::new(),
+            health: Health::Unknown,
+            frozen: false,
         }
     }
 
@@ -312,6 +335,7 @@ impl<'a> Decider<'a> {
                 format!("revision {} is stable and serving", self.rev_label()),
             );
             self.active = Some(desired);
+            self.check_serving();
             return None;
         }
 
@@ -328,17 +352,17 @@ impl<'a> Decider<'a> {
                         reason::RETRY,
                         format!("retrying failed pod template {desired} on request"),
                     );
-                    self.start(desired);
+                    self.try_start(desired);
                     None
                 }
                 Outcome::Promoted | Outcome::Superseded => {
-                    self.start(desired);
+                    self.try_start(desired);
                     None
                 }
             },
             other => {
                 self.supersede_in_progress(other.as_ref());
-                self.start(desired);
+                self.try_start(desired);
                 None
             }
         }
@@ -368,6 +392,54 @@ impl<'a> Decider<'a> {
             reason::SUPERSEDED,
             format!("revision {number} superseded by a newer spec before it finished"),
         );
+    }
+
+    /// The serving revision counts as down when none of its pods is ready.
+    fn check_serving(&mut self) {
+        let Some(active) = self.active.as_ref() else {
+            return;
+        };
+        let ready = self
+            .input
+            .observed
+            .revisions
+            .get(active)
+            .map_or(0, |r| r.ready_pods);
+        self.health = if ready > 0 {
+            Health::Up
+        } else {
+            Health::Down(self.now())
+        };
+    }
+
+    fn budget_frozen(&self) -> bool {
+        self.input.spec.sla.freeze_when_exhausted
+            && !self.input.budget_override
+            && self
+                .st
+                .budget
+                .as_ref()
+                .is_some_and(|b| b.exhausted(self.now()))
+    }
+
+    /// Starts a rollout unless the SLA budget freeze forbids it.
+    fn try_start(&mut self, hash: String) {
+        if !self.budget_frozen() {
+            self.start(hash);
+            return;
+        }
+        self.frozen = true;
+        self.active = self.stable_hash();
+        self.check_serving();
+        let msg = format!(
+            "downtime budget of {} per year is used up; new rollouts wait until it recovers or \
+             shortener.dev/budget-override is \"true\"",
+            self.input.spec.sla.allowed_downtime_per_year
+        );
+        if self.st.phase != Phase::Blocked {
+            self.event(true, reason::BUDGET_EXHAUSTED, msg.clone());
+        }
+        self.set_phase(Phase::Blocked, reason::BUDGET_EXHAUSTED, msg);
     }
 
     fn start(&mut self, hash: String) {
@@ -433,6 +505,7 @@ impl<'a> Decider<'a> {
         let spec = self.input.spec;
         {
             self.active = self.stable_hash();
+            self.check_serving();
             if obs.ready_pods >= spec.replicas {
                 if spec.health_check.smoke_test {
                     match &self.input.observed.smoke {
@@ -496,8 +569,10 @@ impl<'a> Decider<'a> {
             analysis.errors += sample.errors;
             if interval_failed(spec, sample) {
                 analysis.failed_intervals += 1;
+                self.health = Health::Down(since);
             } else if sample.requests >= spec.analysis.min_requests {
                 analysis.failed_intervals = 0;
+                self.health = Health::Up;
             }
             self.st.analysis = Some(analysis.clone());
             if analysis.failed_intervals >= spec.analysis.failure_limit {
@@ -651,6 +726,13 @@ impl<'a> Decider<'a> {
             log_excerpt_ref: None,
         });
         self.st.analysis = None;
+        if analysis.errors > 0 {
+            self.health = if roll_back {
+                Health::Restored(errors_since)
+            } else {
+                Health::Down(errors_since)
+            };
+        }
         if roll_back {
             self.active = self.stable_hash();
             self.rollback = Some(RollbackNote {
@@ -703,6 +785,17 @@ impl<'a> Decider<'a> {
         } else {
             self.stable_hash()
         };
+        let outage_open = self
+            .st
+            .budget
+            .as_ref()
+            .is_some_and(|b| b.ledger.open_outage.is_some());
+        if kept_traffic && outage_open {
+            // A failed revision keeps the traffic: the outage goes on.
+            self.health = Health::Down(self.now());
+        } else if !kept_traffic {
+            self.check_serving();
+        }
         self.condition_reason = rec.reason.clone().unwrap_or_default();
         if self.st.message.is_empty() {
             self.st.message = format!("revision {} failed", rec.revision);
@@ -714,7 +807,24 @@ impl<'a> Decider<'a> {
         let desired = self.input.desired_hash.to_string();
         let mut deployments = Vec::new();
         let mut routing = None;
-        if self.touch {
+        if self.frozen {
+            let stable = self.stable_hash();
+            if let Some(stable) = stable.clone() {
+                deployments.push(DeploymentAction::Scale {
+                    hash: stable,
+                    replicas: spec.replicas,
+                });
+            }
+            for hash in self.input.observed.revisions.keys() {
+                if Some(hash) != stable.as_ref() {
+                    deployments.push(DeploymentAction::Delete { hash: hash.clone() });
+                }
+            }
+            routing = Some(Routing {
+                active: stable.clone(),
+                preview: stable,
+            });
+        } else if self.touch {
             let stable = self.stable_hash();
             let current = self.record(self.st.current_revision).cloned();
             let desired_serves = self.active.as_deref() == Some(desired.as_str());
@@ -749,6 +859,7 @@ impl<'a> Decider<'a> {
             });
         }
         prune_history(&mut self.st, spec.rollback.revision_history_limit);
+        let downtime_charged = self.charge_budget();
         let reason = if self.condition_reason.is_empty() {
             reason::PENDING.to_string()
         } else {
@@ -763,9 +874,46 @@ impl<'a> Decider<'a> {
             rollback: self.rollback,
             failure: self.failure,
             requeue: self.requeue,
+            downtime_charged,
         }
     }
+
+    /// Charges what this step learnt to the SLA budget; returns the seconds charged.
+    fn charge_budget(&mut self) -> i64 {
+        let now = self.now();
+        let allowed =
+            budget::parse_allowed_downtime(&self.input.spec.sla.allowed_downtime_per_year)
+                .unwrap_or(DEFAULT_ALLOWED_SECONDS);
+        let mut b = self.st.budget.take().unwrap_or_default();
+        let ledger_total =
+            |l: &budget::DowntimeLedger| l.days.iter().map(|d| d.seconds).sum::<i64>();
+        let before = ledger_total(&b.ledger);
+        match self.health {
+            Health::Unknown => {}
+            Health::Down(since) => {
+                b.ledger.observe_down_since(since, now);
+            }
+            Health::Up => {
+                b.ledger.observe_up(now);
+            }
+            Health::Restored(since) => {
+                b.ledger.observe_down_since(since, now);
+                if let Some(closed) = b.ledger.observe_up(now)
+                    && let Some(incident) = self.st.last_incident.as_mut()
+                {
+                    incident.downtime_seconds = closed.downtime_seconds as f64;
+                }
+            }
+        }
+        let charged = (ledger_total(&b.ledger) - before).max(0);
+        b.refresh(allowed, now);
+        self.st.budget = Some(b);
+        charged
+    }
 }
+
+/// 15 minutes: what the schema's default allows, used if the spec cannot be parsed.
+const DEFAULT_ALLOWED_SECONDS: i64 = 900;
 
 fn interval_failed(spec: &ShortenerReleaseSpec, sample: AnalysisSample) -> bool {
     if sample.requests < spec.analysis.min_requests || sample.requests <= 0 {
@@ -862,6 +1010,7 @@ mod tests {
         now: Timestamp,
         paused: bool,
         retry: Option<String>,
+        budget_override: bool,
         probes: Vec<Probe>,
     }
 
@@ -880,6 +1029,7 @@ mod tests {
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
                 paused: false,
                 retry: None,
+                budget_override: false,
                 probes: Vec::new(),
             }
         }
@@ -921,6 +1071,7 @@ mod tests {
                     desired_hash: self.hash,
                     paused: self.paused,
                     retry: self.retry.as_deref(),
+                    budget_override: self.budget_override,
                     observed: &observed,
                     now: self.now,
                 };
@@ -1431,5 +1582,95 @@ mod tests {
         }
         let revisions: Vec<i64> = w.status.history.iter().map(|r| r.revision).collect();
         assert_eq!(revisions, vec![1, 4, 5]);
+    }
+
+    fn budget(w: &World) -> crate::budget::BudgetStatus {
+        w.status.budget.clone().unwrap()
+    }
+
+    #[test]
+    fn downtime_of_a_rolled_back_release_is_charged_once() {
+        let mut w = World::with_v2_ready();
+        w.step();
+        w.advance(1);
+        w.step(); // clean interval
+        w.sample = AnalysisSample {
+            requests: 10,
+            errors: 10,
+        };
+        w.advance(2);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::RolledBack);
+        assert_eq!(
+            plan.downtime_charged, 2,
+            "errors since the last clean sample"
+        );
+        let b = budget(&w);
+        assert_eq!(b.allowed_seconds, 900);
+        assert_eq!(b.used_seconds, 2);
+        assert_eq!(b.remaining_seconds, 898);
+        assert!(b.ledger.open_outage.is_none(), "rollback closed the outage");
+        assert_eq!(
+            w.status.last_incident.clone().unwrap().downtime_seconds,
+            2.0
+        );
+        // Later reconciles charge nothing more.
+        w.advance(30);
+        let plan = w.step();
+        assert_eq!(plan.downtime_charged, 0);
+        assert_eq!(budget(&w).used_seconds, 2);
+    }
+
+    #[test]
+    fn serving_revision_without_ready_pods_is_downtime_until_it_recovers() {
+        let mut w = World::default_spec();
+        w.roll_out_healthy();
+        w.pods(V1, 0, None);
+        w.step();
+        w.advance(5);
+        let plan = w.step();
+        assert_eq!(plan.downtime_charged, 5);
+        w.pods(V1, 2, None);
+        w.advance(1);
+        w.step();
+        let b = budget(&w);
+        assert_eq!(b.used_seconds, 6);
+        assert!(b.ledger.open_outage.is_none());
+    }
+
+    #[test]
+    fn exhausted_budget_freezes_new_rollouts_unless_overridden() {
+        let mut w = World::with_v2_ready();
+        w.spec.sla.allowed_downtime_per_year = "1s".into();
+        w.spec.sla.freeze_when_exhausted = true;
+        w.step();
+        w.sample = AnalysisSample {
+            requests: 10,
+            errors: 10,
+        };
+        w.advance(2);
+        w.step();
+        assert_eq!(w.status.phase, Phase::RolledBack);
+        assert_eq!(budget(&w).remaining_seconds, 0);
+
+        w.set_image("shortener:v3", V3);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Blocked);
+        assert_eq!(w.condition("Ready").reason, reason::BUDGET_EXHAUSTED);
+        assert_eq!(active(&plan), Some(V1));
+        assert!(
+            !plan
+                .deployments
+                .iter()
+                .any(|d| matches!(d, DeploymentAction::Apply { hash, .. } if hash == V3)),
+            "nothing of v3 is created"
+        );
+        assert_eq!(w.status.current_revision, Some(2));
+        assert_eq!(plan.events[0].reason, reason::BUDGET_EXHAUSTED);
+
+        w.budget_override = true;
+        w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(w.status.current_revision, Some(3));
     }
 }
