@@ -12,6 +12,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use crate::capture;
 use crate::controller::{Context, Error, Result};
 use crate::crd::ShortenerRelease;
 use crate::probes;
@@ -307,6 +308,12 @@ async fn execute(
             .await?;
     }
 
+    // Before the failed revision is scaled down, while its pods and logs still exist;
+    // traffic is already back on the stable revision.
+    if plan.failure.is_some() {
+        capture_incident(sr, ctx, ns, name, plan, owner.clone()).await;
+    }
+
     let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
     for action in &plan.deployments {
         match action {
@@ -385,4 +392,72 @@ async fn execute(
     }
     ctx.metrics.set_phase(ns, name, plan.status.phase);
     Ok(())
+}
+
+/// Log excerpt, ConfigMap, `status.lastIncident.logExcerptRef` and webhook for a failure.
+/// Best effort and bounded in time: nothing here may hold up reconciliation for long.
+async fn capture_incident(
+    sr: &ShortenerRelease,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    plan: &Plan,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) {
+    let Some(mut incident) = plan.status.last_incident.clone() else {
+        return;
+    };
+    let record = plan
+        .status
+        .history
+        .iter()
+        .find(|r| r.revision == incident.revision);
+    let image = record.map(|r| r.image.clone());
+    let mut excerpt = String::new();
+    if sr.spec.incident.capture_logs
+        && let Some(hash) = record.map(|r| r.pod_template_hash.clone())
+    {
+        let read = capture::excerpt(ctx, sr, ns, &hash);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
+            Ok(Ok(text)) => excerpt = text,
+            Ok(Err(e)) => warn!(error = %e, "incident logs unreadable"),
+            Err(_) => warn!("incident log capture timed out"),
+        }
+    }
+    if !excerpt.is_empty() {
+        match capture::store(ctx, ns, name, &incident, &excerpt, owner).await {
+            Ok(cm) => {
+                incident.log_excerpt_ref = Some(cm);
+                let mut status = plan.status.clone();
+                status.last_incident = Some(incident.clone());
+                let patch = serde_json::json!({
+                    "apiVersion": "shortener.dev/v1alpha1",
+                    "kind": "ShortenerRelease",
+                    "status": status,
+                });
+                let srs = Api::<ShortenerRelease>::namespaced(ctx.client.clone(), ns);
+                if let Err(e) = srs
+                    .patch_status(
+                        name,
+                        &PatchParams::apply(MANAGER).force(),
+                        &Patch::Apply(&patch),
+                    )
+                    .await
+                {
+                    warn!(error = %e, "could not record the log excerpt in status");
+                }
+            }
+            Err(e) => warn!(error = %e, "could not store the incident log excerpt"),
+        }
+    }
+    capture::alert(
+        ctx,
+        sr,
+        ns,
+        &incident,
+        image,
+        &plan.status.message,
+        &excerpt,
+    )
+    .await;
 }

@@ -16,6 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info_span, warn};
 
 use crate::crd::ShortenerRelease;
+use crate::incident::webhook::{WebhookConfig, WebhookSender};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::probes::Counts;
 use crate::resources::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
@@ -28,6 +29,8 @@ pub enum Error {
     MissingField(&'static str),
     #[error("serializing: {0}")]
     Serialize(#[from] serde_json::Error),
+    #[error("setting up: {0}")]
+    Setup(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -42,7 +45,7 @@ impl Error {
                 _ => ErrorKind::Transient,
             },
             Error::Kube(_) => ErrorKind::Transient,
-            Error::MissingField(_) | Error::Serialize(_) => ErrorKind::Permanent,
+            Error::MissingField(_) | Error::Serialize(_) | Error::Setup(_) => ErrorKind::Permanent,
         }
     }
 }
@@ -53,6 +56,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub http: reqwest::Client,
+    pub webhook: WebhookSender,
     /// Last `/metrics` counters per pod, so analysis works on deltas. Lost on restart:
     /// counters then count from the pod's start, which before promotion held only
     /// probes and the (passed) smoke test.
@@ -60,7 +64,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Metrics) -> reqwest::Result<Self> {
+    pub fn new(client: Client, metrics: Metrics) -> Result<Self> {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -69,7 +73,9 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            http: crate::probes::client()?,
+            http: crate::probes::client().map_err(|e| Error::Setup(e.to_string()))?,
+            webhook: WebhookSender::new(WebhookConfig::default())
+                .map_err(|e| Error::Setup(e.to_string()))?,
             baselines: Mutex::new(HashMap::new()),
         })
     }

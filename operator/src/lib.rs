@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod budget;
+pub mod capture;
 pub mod controller;
 pub mod crd;
 pub mod incident;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -457,6 +457,28 @@ async fn s2_release_failing_its_smoke_test_is_never_promoted() {
             .await
             .contains(&"SmokeTestFailed".to_string())
     );
+    // The failed pods' error lines are kept for whoever troubleshoots.
+    let sr = env
+        .wait("log excerpt recorded", Duration::from_secs(30), |sr| {
+            sr.status
+                .as_ref()
+                .and_then(|s| s.last_incident.as_ref())
+                .is_some_and(|i| i.revision == 2 && i.log_excerpt_ref.is_some())
+        })
+        .await;
+    let cm_name = sr
+        .status
+        .unwrap()
+        .last_incident
+        .unwrap()
+        .log_excerpt_ref
+        .unwrap();
+    let cm = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns)
+        .get(&cm_name)
+        .await
+        .unwrap();
+    let excerpt = cm.data.unwrap().remove("excerpt").unwrap();
+    assert!(excerpt.to_lowercase().contains("error"), "{excerpt}");
     assert_eq!(tally.failed, 0, "{tally:?}");
     eprintln!(
         "s2: {} requests, {} failed",

@@ -1,0 +1,159 @@
+//! Incident capture after a failure: the failed revision's pod logs, cut down by
+//! [`crate::incident::filter`], stored in a ConfigMap; the alert posted by
+//! [`crate::incident::webhook`]. Runs after traffic is back on the stable revision.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{ListParams, LogParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use tracing::warn;
+
+use crate::controller::Context;
+use crate::crd::{LastIncident, ShortenerRelease};
+use crate::incident::filter::{FilterConfig, filter_bytes};
+use crate::incident::webhook::{Incident, PayloadLimits, WebhookUrl, build_payload};
+use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
+
+/// Bytes of log read per container; the filter keeps a small part of it.
+const LOG_LIMIT_BYTES: i64 = 8 * 1024 * 1024;
+
+pub fn config_map_name(release: &str, revision: i64) -> String {
+    format!("{release}-incident-{revision}")
+}
+
+/// Reads and filters the logs of the revision's pods (current and previous containers).
+pub async fn excerpt(
+    ctx: &Context,
+    sr: &ShortenerRelease,
+    ns: &str,
+    hash: &str,
+) -> kube::Result<String> {
+    let name = sr.name_any();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(
+            &ListParams::default()
+                .labels(&format!("{LABEL_INSTANCE}={name},{LABEL_REVISION}={hash}")),
+        )
+        .await?;
+    let config = || FilterConfig {
+        context_lines: usize::try_from(sr.spec.incident.context_lines).unwrap_or(3),
+        max_lines: usize::try_from(sr.spec.incident.max_lines).unwrap_or(200),
+        ..FilterConfig::default()
+    };
+    let mut out = String::new();
+    for pod in &list.items {
+        let pod_name = pod.name_any();
+        for previous in [true, false] {
+            let params = LogParams {
+                previous,
+                limit_bytes: Some(LOG_LIMIT_BYTES),
+                ..LogParams::default()
+            };
+            // No previous container, or a pod already gone: nothing to read there.
+            let Ok(log) = pods.logs(&pod_name, &params).await else {
+                continue;
+            };
+            let excerpt = filter_bytes(log.as_bytes(), config());
+            if excerpt.is_empty() {
+                continue;
+            }
+            let which = if previous {
+                " (previous container)"
+            } else {
+                ""
+            };
+            out.push_str(&format!("==> pod/{pod_name}{which} <==\n"));
+            out.push_str(&excerpt.render());
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Stores the excerpt in `<release>-incident-<revision>`, owned by the release.
+pub async fn store(
+    ctx: &Context,
+    ns: &str,
+    release: &str,
+    incident: &LastIncident,
+    excerpt: &str,
+    owner: OwnerReference,
+) -> kube::Result<String> {
+    let cm_name = config_map_name(release, incident.revision);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(cm_name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some(resources::base_labels(release)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            ("excerpt".to_string(), excerpt.to_string()),
+            ("reason".to_string(), incident.reason.clone()),
+            ("revision".to_string(), incident.revision.to_string()),
+        ])),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+        .patch(
+            &cm_name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&cm),
+        )
+        .await?;
+    Ok(cm_name)
+}
+
+/// Posts the incident to the webhook named by `spec.incident.webhook`, in the background.
+pub async fn alert(
+    ctx: &Context,
+    sr: &ShortenerRelease,
+    ns: &str,
+    incident: &LastIncident,
+    image: Option<String>,
+    message: &str,
+    excerpt: &str,
+) {
+    let Some(webhook) = &sr.spec.incident.webhook else {
+        return;
+    };
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let raw = match secrets.get(&webhook.secret_ref.name).await {
+        Ok(secret) => secret
+            .data
+            .and_then(|d| d.get(&webhook.secret_ref.key).cloned())
+            .and_then(|v| String::from_utf8(v.0).ok()),
+        Err(e) => {
+            warn!(secret = %webhook.secret_ref.name, error = %e, "webhook Secret unreadable");
+            return;
+        }
+    };
+    let Some(url) = raw.and_then(|r| WebhookUrl::parse(&r).ok()) else {
+        warn!(secret = %webhook.secret_ref.name, key = %webhook.secret_ref.key,
+            "webhook Secret key missing or not an http(s) URL");
+        return;
+    };
+    let summary = Incident {
+        namespace: ns.to_string(),
+        release: sr.name_any(),
+        revision: incident.revision,
+        image,
+        reason: incident.reason.clone(),
+        message: Some(message.to_string()),
+        detected_at: Some(incident.detected_at),
+        rolled_back_at: incident.rolled_back_at,
+        recovered_at: incident.recovered_at,
+        downtime_seconds: Some(incident.downtime_seconds),
+        failed_requests: Some(incident.failed_requests),
+        excerpt_config_map: incident.log_excerpt_ref.clone(),
+    };
+    let payload = build_payload(&summary, excerpt, PayloadLimits::default());
+    // Fire and forget: delivery, retries and logging happen in the spawned task.
+    drop(ctx.webhook.spawn(url, payload));
+}
