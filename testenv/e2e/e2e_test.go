@@ -515,3 +515,41 @@ func TestClusterDown(t *testing.T) {
 		t.Fatalf("a second cluster-down must succeed too: %v: %s", err, out)
 	}
 }
+
+func TestServiceAccountKubeconfig(t *testing.T) {
+	c, ns := setup(t)
+	ctx := context.Background()
+	// The pod's own kubeconfig authenticates it as its service account; the default
+	// account has no RBAC grants, so listing pods must be forbidden.
+	script := kubectl + ` auth whoami -o jsonpath='{.status.userInfo.username}{"\n"}'; ` +
+		kubectl + ` get pods 2>&1; test -f "$KUBECONFIG"`
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "whoami"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{
+			Name: "app", Image: "shortener:e2e", Command: []string{"sh", "-c", script},
+		}}},
+	}
+	if _, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "whoami pod Succeeded", func() error {
+		p, err := c.CoreV1().Pods(ns).Get(ctx, "whoami", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodSucceeded {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		return nil
+	})
+	out, err := exec.Command(kubectl, "--kubeconfig", filepath.Join(runDir, "kubeconfig"), "logs", "-n", ns, "whoami").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl logs: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "system:serviceaccount:"+ns+":default\n") {
+		t.Errorf("pod did not authenticate as its service account:\n%s", out)
+	}
+	if !strings.Contains(string(out), "Forbidden") || !strings.Contains(string(out), `in the namespace "`+ns+`"`) {
+		t.Errorf("RBAC must deny the default service account, in the pod's namespace:\n%s", out)
+	}
+}
