@@ -10,7 +10,9 @@
 # Prometheus port are its own, so it can share a cluster with other tests.
 # Env: CHART_E2E_NAMESPACE (operator, default shortener-system), CHART_E2E_APP_NAMESPACE
 # (the releases, default chart-e2e), CHART_E2E_KEEP=1 (leave everything installed),
-# PROM_PORT (default 19091), WAIT_SECONDS (per rollout wait, default 240).
+# PROM_PORT (default 19091), WAIT_SECONDS (per rollout wait, default 240),
+# CHART_E2E_HELM_ARGS (extra `helm install` arguments, e.g. `--set rbac.create=false` to see
+# the test fail when the operator lacks its rights).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -228,7 +230,7 @@ made_ns+=("$APP_NS")
 # The chart installs a cluster-wide operator; --namespace keeps this one to the test's own
 # namespace, so it leaves alone releases other tests run on the same cluster.
 helm install "$RELEASE" "$CHART" --namespace "$OP_NS" --create-namespace \
-  -f "$CHART/ci/testenv-values.yaml" --set "extraArgs={--namespace=$APP_NS}" ||
+  -f "$CHART/ci/testenv-values.yaml" --set "extraArgs={--namespace=$APP_NS}" ${CHART_E2E_HELM_ARGS:-} ||
   fail "helm install failed"
 installed=1
 kubectl -n "$OP_NS" wait --for=condition=Available "deployment/$RELEASE" --timeout=120s ||
