@@ -181,7 +181,10 @@ cleanup() {
   fi
   # Releases first, while the operator still runs: their Deployments and Services are
   # garbage-collected through owner references.
-  kubectl -n "$APP_NS" delete sr --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+  # Only in a namespace this run made: an earlier one may hold someone else's releases.
+  if [[ " ${made_ns[*]} " == *" $APP_NS "* ]]; then
+    kubectl -n "$APP_NS" delete sr --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+  fi
   if ((installed)); then helm -n "$OP_NS" uninstall "$RELEASE" --wait --timeout 60s >/dev/null 2>&1 || true; installed=0; fi
   local ns
   for ns in "${made_ns[@]}"; do
