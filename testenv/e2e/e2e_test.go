@@ -440,6 +440,44 @@ func TestReadinessProbeFailureLeavesEndpoints(t *testing.T) {
 	t.Logf("unready and out of the endpoints %v after the probe started failing", time.Since(readyAt).Round(100*time.Millisecond))
 }
 
+func TestServiceAccountKubeconfig(t *testing.T) {
+	c, ns := setup(t)
+	ctx := context.Background()
+	// The pod's own kubeconfig authenticates it as its service account; the default
+	// account has no RBAC grants, so listing pods must be forbidden.
+	script := kubectl + ` auth whoami -o jsonpath='{.status.userInfo.username}{"\n"}'; ` +
+		kubectl + ` get pods 2>&1; test -f "$KUBECONFIG"`
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "whoami"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{
+			Name: "app", Image: "shortener:e2e", Command: []string{"sh", "-c", script},
+		}}},
+	}
+	if _, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "whoami pod Succeeded", func() error {
+		p, err := c.CoreV1().Pods(ns).Get(ctx, "whoami", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodSucceeded {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		return nil
+	})
+	out, err := exec.Command(kubectl, "--kubeconfig", filepath.Join(runDir, "kubeconfig"), "logs", "-n", ns, "whoami").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl logs: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "system:serviceaccount:"+ns+":default\n") {
+		t.Errorf("pod did not authenticate as its service account:\n%s", out)
+	}
+	if !strings.Contains(string(out), "Forbidden") || !strings.Contains(string(out), `in the namespace "`+ns+`"`) {
+		t.Errorf("RBAC must deny the default service account, in the pod's namespace:\n%s", out)
+	}
+}
+
 func alivePids(t *testing.T) []int {
 	var pids []int
 	files, _ := filepath.Glob(filepath.Join(runDir, "pids", "*.pid"))
@@ -461,7 +499,8 @@ func alivePids(t *testing.T) []int {
 	return pids
 }
 
-// TestClusterDown runs last (TESTENV_E2E_DOWN=1): it stops the cluster with a pod running
+// TestClusterDown must stay the last test in this file (go test runs them in source order;
+// TESTENV_E2E_DOWN=1): it stops the cluster with a pod running
 // and checks that no component or pod process survives.
 func TestClusterDown(t *testing.T) {
 	if os.Getenv("TESTENV_E2E_DOWN") != "1" {
@@ -513,43 +552,5 @@ func TestClusterDown(t *testing.T) {
 	out, err = exec.Command("bash", filepath.Join(root, "scripts/testenv-down.sh")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("a second cluster-down must succeed too: %v: %s", err, out)
-	}
-}
-
-func TestServiceAccountKubeconfig(t *testing.T) {
-	c, ns := setup(t)
-	ctx := context.Background()
-	// The pod's own kubeconfig authenticates it as its service account; the default
-	// account has no RBAC grants, so listing pods must be forbidden.
-	script := kubectl + ` auth whoami -o jsonpath='{.status.userInfo.username}{"\n"}'; ` +
-		kubectl + ` get pods 2>&1; test -f "$KUBECONFIG"`
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "whoami"},
-		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{
-			Name: "app", Image: "shortener:e2e", Command: []string{"sh", "-c", script},
-		}}},
-	}
-	if _, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 60*time.Second, "whoami pod Succeeded", func() error {
-		p, err := c.CoreV1().Pods(ns).Get(ctx, "whoami", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if p.Status.Phase != corev1.PodSucceeded {
-			return fmt.Errorf("phase %s", p.Status.Phase)
-		}
-		return nil
-	})
-	out, err := exec.Command(kubectl, "--kubeconfig", filepath.Join(runDir, "kubeconfig"), "logs", "-n", ns, "whoami").CombinedOutput()
-	if err != nil {
-		t.Fatalf("kubectl logs: %v: %s", err, out)
-	}
-	if !strings.Contains(string(out), "system:serviceaccount:"+ns+":default\n") {
-		t.Errorf("pod did not authenticate as its service account:\n%s", out)
-	}
-	if !strings.Contains(string(out), "Forbidden") || !strings.Contains(string(out), `in the namespace "`+ns+`"`) {
-		t.Errorf("RBAC must deny the default service account, in the pod's namespace:\n%s", out)
 	}
 }
