@@ -461,3 +461,62 @@ async fn capture_incident(
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-abc-1"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn waiting(reason: &str) -> Pod {
+        pod(serde_json::json!({"containerStatuses": [{
+            "name": "shortener", "image": "x", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"waiting": {"reason": reason}}
+        }]}))
+    }
+
+    #[test]
+    fn pod_failure_signals() {
+        let reason = |p: &Pod| pod_failure(p).map(|f| f.reason);
+        assert_eq!(
+            reason(&waiting("ErrImagePull")),
+            Some(FailureReason::ImagePullFailed)
+        );
+        assert_eq!(
+            reason(&waiting("ImagePullBackOff")),
+            Some(FailureReason::ImagePullFailed)
+        );
+        assert_eq!(
+            reason(&waiting("CrashLoopBackOff")),
+            Some(FailureReason::CrashLoop)
+        );
+        assert_eq!(reason(&waiting("ContainerCreating")), None);
+        let restarted = pod(serde_json::json!({"containerStatuses": [{
+            "name": "shortener", "image": "x", "imageID": "", "ready": false,
+            "restartCount": 1, "state": {"running": {}}
+        }]}));
+        assert_eq!(reason(&restarted), Some(FailureReason::CrashLoop));
+        let exited = pod(serde_json::json!({"containerStatuses": [{
+            "name": "shortener", "image": "x", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 1}}
+        }]}));
+        assert_eq!(reason(&exited), Some(FailureReason::CrashLoop));
+        assert_eq!(
+            reason(&pod(serde_json::json!({"phase": "Failed"}))),
+            Some(FailureReason::CrashLoop)
+        );
+        let healthy = pod(
+            serde_json::json!({"phase": "Running", "containerStatuses": [{
+                "name": "shortener", "image": "x", "imageID": "", "ready": true,
+                "restartCount": 0, "state": {"running": {}}
+            }]}),
+        );
+        assert_eq!(reason(&healthy), None);
+    }
+}

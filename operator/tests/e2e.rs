@@ -103,6 +103,27 @@ async fn cluster() -> Client {
     c
 }
 
+/// The operator binary watching `ns`, appending to `.testenv/e2e/operator-<ns>.log`
+/// (under .testenv/e2e/, which cluster-up does not wipe).
+fn spawn_operator(ns: &str, metrics_addr: &str) -> Child {
+    let dir = root().join(".testenv/e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("operator-{ns}.log")))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_operator"))
+        .args(["--kubeconfig"])
+        .arg(kubeconfig())
+        .args(["--namespace", ns, "--metrics-addr", metrics_addr])
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn operator")
+}
+
 /// One scenario's namespace, operator process and helpers.
 struct Env {
     client: Client,
@@ -140,16 +161,7 @@ impl Env {
         // Under .testenv/e2e/, which cluster-up does not wipe.
         let store_dir = root().join(".testenv/e2e");
         std::fs::create_dir_all(&store_dir).unwrap();
-        let log = std::fs::File::create(store_dir.join(format!("operator-{ns}.log"))).unwrap();
-        let operator = Command::new(env!("CARGO_BIN_EXE_operator"))
-            .args(["--kubeconfig"])
-            .arg(kubeconfig())
-            .args(["--namespace", &ns, "--metrics-addr", &metrics_addr])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn operator");
+        let operator = spawn_operator(&ns, &metrics_addr);
         let store = store_dir.join(format!("{ns}.db"));
         let env = Env {
             srs: Api::namespaced(client.clone(), &ns),
@@ -271,6 +283,12 @@ impl Env {
             .text()
             .await
             .unwrap()
+    }
+
+    /// Kills the operator (SIGKILL: no chance to tidy up) and starts a new one.
+    async fn restart_operator(&mut self) {
+        self.operator.kill().await.unwrap();
+        self.operator = spawn_operator(&self.ns, &self.metrics_addr);
     }
 
     async fn cleanup(mut self) {
@@ -702,5 +720,32 @@ async fn s7_invalid_spec_is_rejected_and_delete_removes_everything() {
         (d.items.is_empty() && s.items.is_empty() && sr.is_none()).then_some(())
     })
     .await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s8_operator_restarted_mid_rollout_resumes() {
+    let mut env = Env::new("s8").await;
+    env.healthy_v1().await;
+    let traffic = Traffic::start(env.active_address().await);
+    let mut spec = env.spec("shortener:v2", &[]);
+    spec["analysis"]["bakeSeconds"] = json!(15);
+    env.apply(spec).await.unwrap();
+    env.wait_phase(Phase::Analyzing, Duration::from_secs(60))
+        .await;
+    env.restart_operator().await;
+    let sr = env.wait_outcome(2, Outcome::Promoted).await;
+    traffic.more(30).await;
+    let tally = traffic.stop().await;
+    let st = sr.status.unwrap();
+    assert_eq!(st.stable_revision, Some(2));
+    assert_eq!(
+        st.history.len(),
+        2,
+        "no revision restarted: {:?}",
+        st.history
+    );
+    assert_eq!(tally.failed, 0, "{tally:?}");
     env.cleanup().await;
 }
