@@ -166,6 +166,12 @@ echo "v2 ever served traffic:  ${PROMOTED:+yes, from $PROMOTED}${PROMOTED:-no (n
 echo "serving now:             revision $STABLE ($($KUBECTL -n "$NS" get sr web -o "jsonpath={.status.history[?(@.revision==$STABLE)].image}"))"
 python3 -c "import json,sys; t=json.load(open(sys.argv[1])); print(f\"user requests so far:    {t['ok']+t['failed']} ({t['failed']} failed)\")" "$DEMO_DIR/client.json"
 
+EXCERPT=$($KUBECTL -n "$NS" get sr web -o 'jsonpath={.status.lastIncident.logExcerptRef}')
+if [[ -n $EXCERPT ]]; then
+  step "What the on-call engineer gets: v2's error lines with context (ConfigMap $EXCERPT)"
+  $KUBECTL -n "$NS" get configmap "$EXCERPT" -o 'jsonpath={.data.excerpt}' | head -n 25
+fi
+
 step "Release v3: the fix (shortener:v3)"
 release shortener:v3
 wait_jsonpath '{.status.history[?(@.revision==3)].outcome}' Promoted 150

@@ -460,6 +460,8 @@ async fn capture_incident(
         &excerpt,
     )
     .await;
+    let kept: Vec<i64> = plan.status.history.iter().map(|r| r.revision).collect();
+    capture::prune(ctx, ns, name, &kept).await;
 }
 
 #[cfg(test)]

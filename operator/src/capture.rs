@@ -110,6 +110,30 @@ pub async fn store(
     Ok(cm_name)
 }
 
+/// Deletes incident ConfigMaps of revisions no longer in `status.history`, so their
+/// number follows `spec.rollback.revisionHistoryLimit`.
+pub async fn prune(ctx: &Context, ns: &str, release: &str, kept_revisions: &[i64]) {
+    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("{LABEL_INSTANCE}={release}"));
+    let Ok(list) = api.list(&lp).await else {
+        return;
+    };
+    for cm in list.items {
+        let cm_name = cm.name_any();
+        let Some(revision) = cm_name
+            .strip_prefix(&format!("{release}-incident-"))
+            .and_then(|r| r.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        if !kept_revisions.contains(&revision)
+            && let Err(e) = api.delete(&cm_name, &Default::default()).await
+        {
+            warn!(config_map = %cm_name, error = %e, "could not prune incident ConfigMap");
+        }
+    }
+}
+
 /// Posts the incident to the webhook named by `spec.incident.webhook`, in the background.
 pub async fn alert(
     ctx: &Context,
