@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, env = "OPERATOR_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "OPERATOR_NAMESPACE")]
+    #[arg(long, visible_alias = "watch-namespace", env = "OPERATOR_NAMESPACE")]
     namespace: Option<String>,
     /// Log format.
     #[arg(long, env = "OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
