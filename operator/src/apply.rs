@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::capture;
 use crate::controller::{Context, Error, Result};
-use crate::crd::ShortenerRelease;
+use crate::crd::{Phase, ShortenerRelease};
 use crate::probes;
 use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
 use crate::rollout::{
@@ -377,6 +377,16 @@ async fn execute(
             .incidents
             .with_label_values(&[why.as_str()])
             .inc();
+        // A revision refused before promotion is rolled back too (phase RolledBack): the
+        // stable revision keeps the traffic. Count it, so the rollback alert fires for
+        // the report's very incident, which the smoke test stops before any user sees it.
+        // A switch of traffic back was already counted above.
+        if plan.rollback.is_none() && plan.status.phase == Phase::RolledBack {
+            ctx.metrics
+                .rollbacks
+                .with_label_values(&[why.as_str()])
+                .inc();
+        }
     }
     if plan.downtime_charged > 0 {
         ctx.metrics

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod controller;
 pub mod crd;
 pub mod incident;
+pub mod leader;
 pub mod metrics;
 pub mod probes;
 pub mod resources;

@@ -15,6 +15,7 @@ use clap::{Parser, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use operator::controller::{self, Context};
+use operator::leader;
 use operator::metrics::Metrics;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
@@ -42,6 +43,18 @@ struct Args {
     /// Log format.
     #[arg(long, env = "OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Reconcile only while holding a Lease, so several replicas can run. Default off.
+    #[arg(long, env = "OPERATOR_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: the pod's own, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "shortener-operator")]
+    leader_election_id: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else the host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    leader_election_identity: Option<String>,
 }
 
 #[derive(Clone)]
@@ -100,16 +113,73 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
+    // A standby replica is ready (it serves metrics and could take over); only the
+    // leader reconciles.
     ready.store(true, Ordering::SeqCst);
+    let mut leading = match leader_settings(&args)? {
+        Some(settings) => {
+            let elector = leader::Elector::new(ctx.client.clone(), settings);
+            let mut wait_stop = stop_rx.clone();
+            tokio::select! {
+                rx = elector.acquire() => Some(rx),
+                _ = wait_stop.wait_for(|s| *s) => None,
+            }
+        }
+        None => None,
+    };
     let mut ctl_stop = stop_rx.clone();
-    controller::run(ctx, args.namespace.clone(), async move {
-        let _ = ctl_stop.wait_for(|s| *s).await;
-    })
-    .await;
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    if !*stop_rx.borrow() {
+        controller::run(ctx, args.namespace.clone(), async move {
+            tokio::select! {
+                _ = ctl_stop.wait_for(|s| *s) => {}
+                _ = async {
+                    match leading.as_mut() {
+                        Some(rx) => { let _ = rx.wait_for(|l| !*l).await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => lost_flag.store(true, Ordering::SeqCst),
+            }
+        })
+        .await;
+    }
     ready.store(false, Ordering::SeqCst);
+    if lost.load(Ordering::SeqCst) {
+        // Exit non-zero so Kubernetes restarts this replica as a fresh candidate.
+        anyhow::bail!("lost the leader-election lease");
+    }
     server.await??;
     info!("stopped");
     Ok(())
+}
+
+/// Lease settings when `--leader-elect` is on.
+fn leader_settings(args: &Args) -> anyhow::Result<Option<leader::Settings>> {
+    if !args.leader_elect {
+        return Ok(None);
+    }
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .context("--leader-elect needs the Lease's namespace: set POD_NAMESPACE or --leader-election-namespace")?;
+    let identity = args.leader_election_identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    Ok(Some(leader::Settings {
+        namespace,
+        name: args.leader_election_id.clone(),
+        identity,
+        lease_duration: std::time::Duration::from_secs(15),
+        retry_period: std::time::Duration::from_secs(5),
+    }))
 }
 
 async fn metrics_handler(State(web): State<Web>) -> impl IntoResponse {
@@ -131,7 +201,10 @@ async fn readyz(State(web): State<Web>) -> impl IntoResponse {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only on a terminal: `kubectl logs` would otherwise show escape codes.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

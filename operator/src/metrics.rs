@@ -66,7 +66,7 @@ impl Metrics {
             rollbacks: IntCounterVec::new(
                 Opts::new(
                     format!("{p}rollbacks_total"),
-                    "Traffic switched back to the stable revision, by failure reason",
+                    "Revisions rolled back to the stable revision (traffic switched back, or never given), by failure reason",
                 ),
                 &["reason"],
             )?,
