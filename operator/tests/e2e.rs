@@ -399,6 +399,82 @@ async fn one_request(http: &reqwest::Client, addr: &str, i: u64) -> bool {
         && resp.headers().get("location").and_then(|v| v.to_str().ok()) == Some(target.as_str())
 }
 
+/// Words the operator's default pattern treats as an error line.
+const ERROR_WORDS: [&str; 5] = ["error", "panic", "fatal", "exception", "traceback"];
+/// Lines of context kept around each error line by default (`spec.incident.contextLines`).
+const CONTEXT_LINES: u64 = 3;
+
+/// Checks an excerpt of `SHORTENER_FAULT=shorten-500` pods' logs: the shortener's
+/// multi-line error output is there, and only lines near it are.
+fn assert_shortener_error_excerpt(excerpt: &str) {
+    for wanted in [
+        "ERROR",
+        "Exception on /api/v1/urls [POST]: failed to load the URL table",
+        "Traceback (most recent call last):",
+        "TypeError: the JSON object must be str, bytes or bytearray",
+    ] {
+        assert!(
+            excerpt.contains(wanted),
+            "{wanted:?} missing from:\n{excerpt}"
+        );
+    }
+    // The shortener's first line warns that fault injection is on: unrelated to the
+    // errors, and four lines before the first one, so outside the context.
+    assert!(
+        !excerpt.contains("fault injection is on"),
+        "unrelated line kept:\n{excerpt}"
+    );
+    // `grep -n` style: "  12: text" for an error line, "  13- text" for context.
+    let mut blocks: Vec<Vec<(u64, u64, bool, &str)>> = Vec::new();
+    for line in excerpt.lines() {
+        if line.starts_with("==> pod/") {
+            blocks.push(Vec::new());
+            continue;
+        }
+        let trimmed = line.trim_start();
+        let digits = trimmed.len()
+            - trimmed
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .len();
+        let Some(mark) = trimmed[digits..].chars().next().filter(|_| digits > 0) else {
+            continue; // gap or truncation marker
+        };
+        let number: u64 = trimmed[..digits].parse().unwrap();
+        let text = &trimmed[digits + 1..];
+        let repeats = text
+            .rsplit_once(" (repeated ")
+            .and_then(|(_, n)| n.strip_suffix(" times)")?.parse::<u64>().ok())
+            .unwrap_or(1);
+        let block = blocks
+            .last_mut()
+            .expect("excerpt lines come after a pod header");
+        block.push((number, number + repeats - 1, mark == ':', text));
+    }
+    assert!(
+        blocks.iter().flatten().any(|l| l.2),
+        "no error line in:\n{excerpt}"
+    );
+    for block in &blocks {
+        for &(first, last, matched, text) in block {
+            if matched {
+                let lower = text.to_lowercase();
+                assert!(
+                    ERROR_WORDS.iter().any(|w| lower.contains(w)),
+                    "line {first} marked as an error: {text}"
+                );
+            } else {
+                let near = block.iter().any(|&(f, l, m, _)| {
+                    m && first + CONTEXT_LINES >= f && last <= l + CONTEXT_LINES
+                });
+                assert!(
+                    near,
+                    "line {first} is not within {CONTEXT_LINES} lines of an error:\n{excerpt}"
+                );
+            }
+        }
+    }
+}
+
 fn revision_outcome(sr: &ShortenerRelease, n: i64) -> (Outcome, Option<String>) {
     let r = sr
         .status
@@ -484,6 +560,7 @@ async fn s2_release_failing_its_smoke_test_is_never_promoted() {
                 .is_some_and(|i| i.revision == 2 && i.log_excerpt_ref.is_some())
         })
         .await;
+    let sr_uid = sr.metadata.uid.clone();
     let cm_name = sr
         .status
         .unwrap()
@@ -495,8 +572,16 @@ async fn s2_release_failing_its_smoke_test_is_never_promoted() {
         .get(&cm_name)
         .await
         .unwrap();
+    assert_eq!(cm_name, "web-incident-2");
+    // Owned by the release, so deleting it removes the incident too.
+    let owner = &cm.metadata.owner_references.clone().unwrap_or_default()[..];
+    assert!(
+        matches!(owner, [o] if o.kind == "ShortenerRelease" && o.name == NAME
+            && Some(&o.uid) == sr_uid.as_ref() && o.controller == Some(true)),
+        "owner references: {owner:?}"
+    );
     let excerpt = cm.data.unwrap().remove("excerpt").unwrap();
-    assert!(excerpt.to_lowercase().contains("error"), "{excerpt}");
+    assert_shortener_error_excerpt(&excerpt);
     assert_eq!(tally.failed, 0, "{tally:?}");
     eprintln!(
         "s2: {} requests, {} failed",
@@ -747,5 +832,283 @@ async fn s8_operator_restarted_mid_rollout_resumes() {
         st.history
     );
     assert_eq!(tally.failed, 0, "{tally:?}");
+    env.cleanup().await;
+}
+
+/// A webhook receiver on loopback: every POST's arrival time and JSON body.
+struct Receiver {
+    url: String,
+    posts: tokio::sync::mpsc::UnboundedReceiver<(jiff::Timestamp, serde_json::Value)>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(token: &str) -> Receiver {
+        let (tx, posts) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            &format!("/hooks/{token}"),
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((jiff::Timestamp::now(), body));
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks/{token}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver { url, posts, server }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s9_incident_is_posted_once_to_the_webhook_without_leaking_its_url() {
+    let env = Env::new("s9").await;
+    // The path is the secret part of a Slack-style URL.
+    let token = format!("T0E2E/B0E2E/{}", env.ns.replace('-', ""));
+    let mut receiver = Receiver::start(&token).await;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client.clone(), &env.ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "alerts"},
+                "stringData": {"url": receiver.url},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let with_webhook = |mut spec: serde_json::Value| {
+        spec["incident"] = json!({"webhook": {"secretRef": {"name": "alerts", "key": "url"}}});
+        spec
+    };
+    env.apply(with_webhook(env.spec("shortener:v1", &[])))
+        .await
+        .unwrap();
+    env.wait_outcome(1, Outcome::Promoted).await;
+    env.wait_phase(Phase::Healthy, Duration::from_secs(30))
+        .await;
+    env.apply(with_webhook(
+        env.spec("shortener:v2", &[("SHORTENER_FAULT", "shorten-500")]),
+    ))
+    .await
+    .unwrap();
+    env.wait_outcome(2, Outcome::Failed).await;
+
+    let (received_at, body) = tokio::time::timeout(Duration::from_secs(30), receiver.posts.recv())
+        .await
+        .expect("a webhook POST within 30 s of the failure")
+        .unwrap();
+    let sr = env
+        .wait("incident recorded", Duration::from_secs(10), |sr| {
+            sr.status
+                .as_ref()
+                .and_then(|s| s.last_incident.as_ref())
+                .is_some_and(|i| i.revision == 2)
+        })
+        .await;
+    let incident = sr.status.unwrap().last_incident.unwrap();
+    // detectedAt has whole seconds, hence the extra second.
+    let delay = received_at
+        .duration_since(incident.detected_at)
+        .as_secs_f64();
+    assert!(
+        (-1.0..10.0).contains(&delay),
+        "POST {delay:.1}s after detection (detected {}, received {received_at})",
+        incident.detected_at
+    );
+    let text = body["text"].as_str().expect("a text field for Slack/Teams");
+    assert!(text.contains("revision 2"), "{text}");
+    assert!(text.contains("SmokeTestFailed"), "{text}");
+    assert!(
+        text.contains("Traceback (most recent call last):"),
+        "{text}"
+    );
+    assert_eq!(body["reason"], "SmokeTestFailed");
+    assert_eq!(body["revision"], 2);
+    assert_shortener_error_excerpt(body["excerpt"].as_str().expect("excerpt field"));
+
+    // One incident, one POST: nothing more arrives (no duplicate from a later reconcile).
+    let again = tokio::time::timeout(Duration::from_secs(5), receiver.posts.recv()).await;
+    assert!(again.is_err(), "a second POST: {again:?}");
+
+    let log = std::fs::read_to_string(root().join(format!(".testenv/e2e/operator-{}.log", env.ns)))
+        .unwrap();
+    assert!(log.contains("incident webhook delivered"), "{log}");
+    assert!(!log.contains(&token), "webhook URL in the operator's log");
+    assert!(
+        !log.contains("/hooks/"),
+        "webhook path in the operator's log"
+    );
+    eprintln!("s9: webhook POST {delay:.1}s after detectedAt");
+    receiver.server.abort();
+    env.cleanup().await;
+}
+
+/// The steady client's failures as one window, in seconds.
+fn failure_window(tally: &Tally) -> f64 {
+    match (tally.first_failure, tally.last_failure) {
+        (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
+/// Applies v2 failing `errors-after` seconds after start (a few seconds after its smoke
+/// test), long bake, and waits for its analysis rollback; returns the release and what the
+/// client saw.
+async fn post_promotion_failure(env: &Env, sla: serde_json::Value) -> (ShortenerRelease, Tally) {
+    let traffic = Traffic::start(env.active_address().await);
+    traffic.more(20).await;
+    let mut spec = env.spec("shortener:v2", &[("SHORTENER_FAULT", "errors-after=8s")]);
+    spec["analysis"]["bakeSeconds"] = json!(60);
+    spec["sla"] = sla;
+    env.apply(spec).await.unwrap();
+    env.wait_outcome(2, Outcome::Failed).await;
+    // The outage closes once traffic is back on v1: downtime is final from then on.
+    let sr = env
+        .wait("downtime charged", Duration::from_secs(30), |sr| {
+            sr.status.as_ref().is_some_and(|s| {
+                s.budget
+                    .as_ref()
+                    .is_some_and(|b| b.ledger.open_outage.is_none() && b.used_seconds > 0)
+            })
+        })
+        .await;
+    traffic.more(50).await;
+    let tally = traffic.stop().await;
+    assert_eq!(
+        revision_outcome(&sr, 2).1.as_deref(),
+        Some("AnalysisFailed")
+    );
+    (sr, tally)
+}
+
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s10_post_promotion_failure_is_charged_to_the_downtime_budget() {
+    let env = Env::new("s10").await;
+    let sr = env.healthy_v1().await;
+    let before = sr.status.unwrap().budget.unwrap();
+    assert_eq!(before.allowed_seconds, 15 * 60, "default 15m a year");
+    assert_eq!(before.used_seconds, 0, "{before:?}");
+
+    let (sr, tally) = post_promotion_failure(&env, json!({})).await;
+    let st = sr.status.unwrap();
+    let budget = st.budget.unwrap();
+    let incident = st.last_incident.unwrap();
+    assert_eq!(budget.allowed_seconds, 15 * 60);
+    assert!(budget.used_seconds > 0, "{budget:?}");
+    assert_eq!(
+        budget.remaining_seconds,
+        budget.allowed_seconds - budget.used_seconds
+    );
+    // One outage so far: the budget used is that incident's downtime.
+    assert_eq!(incident.revision, 2);
+    assert_eq!(
+        incident.downtime_seconds, budget.used_seconds as f64,
+        "{incident:?} {budget:?}"
+    );
+    // Roughly what users saw: whole seconds at each end, and the analysis interval (1 s)
+    // in which the first errors were seen.
+    let seen = failure_window(&tally);
+    assert!(tally.failed > 0, "{tally:?}");
+    assert!(
+        (budget.used_seconds as f64) <= seen + 4.0,
+        "charged {}s, client saw failures for {seen:.1}s",
+        budget.used_seconds
+    );
+    let metrics = env.operator_metrics().await;
+    let gauge = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("shortener_operator_downtime_budget_remaining_seconds{")
+                && l.contains(&format!("namespace=\"{}\"", env.ns))
+                && l.contains(&format!("name=\"{NAME}\""))
+        })
+        .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok());
+    assert_eq!(gauge, Some(budget.remaining_seconds as f64), "{metrics}");
+    eprintln!(
+        "s10: charged {}s (remaining {}s of {}s); client saw {} failed requests over {seen:.1}s",
+        budget.used_seconds, budget.remaining_seconds, budget.allowed_seconds, tally.failed
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s11_exhausted_budget_freezes_the_next_release_until_overridden() {
+    let env = Env::new("s11").await;
+    env.healthy_v1().await;
+    let sla = json!({"allowedDowntimePerYear": "1s", "freezeWhenExhausted": true});
+    let (sr, _) = post_promotion_failure(&env, sla.clone()).await;
+    let budget = sr.status.unwrap().budget.unwrap();
+    assert_eq!(budget.allowed_seconds, 1);
+    assert_eq!(budget.remaining_seconds, 0, "{budget:?}");
+
+    let mut spec = env.spec("shortener:v3", &[]);
+    spec["sla"] = sla;
+    env.apply(spec.clone()).await.unwrap();
+    let sr = env
+        .wait_phase(Phase::Blocked, Duration::from_secs(30))
+        .await;
+    let st = sr.status.unwrap();
+    assert!(
+        st.conditions.iter().any(|c| c.reason == "BudgetExhausted"),
+        "{:?}",
+        st.conditions
+    );
+    assert!(st.message.contains("budget"), "{}", st.message);
+    assert_eq!(st.stable_revision, Some(1));
+    assert!(
+        st.history.iter().all(|r| r.image != "shortener:v3"),
+        "v3 got a revision: {:?}",
+        st.history
+    );
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), &env.ns);
+    let images: Vec<String> = deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|d| {
+            d.spec
+                .template
+                .spec
+                .map(|s| s.containers)
+                .unwrap_or_default()
+        })
+        .filter_map(|c| c.image)
+        .collect();
+    assert!(
+        !images.iter().any(|i| i == "shortener:v3"),
+        "a Deployment runs v3 while frozen: {images:?}"
+    );
+    assert!(
+        env.warning_reasons()
+            .await
+            .contains(&"BudgetExhausted".to_string())
+    );
+
+    let sr = json!({
+        "apiVersion": "shortener.dev/v1alpha1",
+        "kind": "ShortenerRelease",
+        "metadata": {"name": NAME, "annotations": {"shortener.dev/budget-override": "true"}},
+        "spec": spec,
+    });
+    env.srs
+        .patch(NAME, &PatchParams::apply("e2e").force(), &Patch::Apply(&sr))
+        .await
+        .unwrap();
+    env.wait_outcome(3, Outcome::Promoted).await;
+    let sr = env
+        .wait_phase(Phase::Healthy, Duration::from_secs(30))
+        .await;
+    let st = sr.status.unwrap();
+    assert_eq!(st.stable_revision, Some(3));
     env.cleanup().await;
 }
