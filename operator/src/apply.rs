@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::capture;
 use crate::controller::{Context, Error, Result};
 use crate::crd::{Phase, ShortenerRelease};
+use crate::gate::{self, GateState, GateView};
 use crate::probes;
 use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
 use crate::rollout::{
@@ -49,6 +50,7 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
         .get(ANNOTATION_BUDGET_OVERRIDE)
         .map(String::as_str)
         == Some("true");
+    let gate = read_gate(ctx, &ns, &name, spec).await?;
     let now = Timestamp::now();
 
     // At most one probe of each kind per reconcile, then the decision is final.
@@ -61,6 +63,7 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
             paused,
             retry: retry.as_deref(),
             budget_override,
+            gate: &gate,
             observed: &observed,
             now,
         };
@@ -89,6 +92,25 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
     };
     execute(sr, ctx, &ns, &name, &plan).await?;
     Ok(Action::requeue(plan.requeue))
+}
+
+/// Reads the release `spec.promotion.requires` names, fresh from the API server (it may
+/// live in a namespace the controller does not watch), and judges the gate.
+async fn read_gate(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    spec: &crate::crd::ShortenerReleaseSpec,
+) -> Result<GateState> {
+    let Some((gns, gname)) = gate::gate_of(spec, ns) else {
+        return Ok(GateState::Open);
+    };
+    if gns == ns && gname == name {
+        return Ok(gate::evaluate((ns, name), spec, None));
+    }
+    let api = Api::<ShortenerRelease>::namespaced(ctx.client.clone(), &gns);
+    let view = api.get_opt(&gname).await?.map(|g| GateView::of(&g, &gns));
+    Ok(gate::evaluate((ns, name), spec, view.as_ref()))
 }
 
 /// Reads the release's Deployments and pods into the decision's terms.

@@ -134,25 +134,43 @@ pub async fn run(
     let client = ctx.client.clone();
     let ns = namespace.as_deref();
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
-    Controller::new(
+    let controller = Controller::new(
         api::<ShortenerRelease>(&client, ns),
         watcher::Config::default(),
-    )
-    .owns(api::<Deployment>(&client, ns), owned.clone())
-    .owns(api::<Service>(&client, ns), owned.clone())
-    // Pods belong to ReplicaSets, not to the release; map them by label so a pod turning
-    // ready (or crashing) triggers a reconcile at once.
-    .watches(api::<Pod>(&client, ns), owned, |pod: Pod| {
-        let ns = pod.namespace()?;
-        let instance = pod.labels().get(LABEL_INSTANCE)?.clone();
-        Some(ObjectRef::<ShortenerRelease>::new(&instance).within(&ns))
-    })
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "controller event");
-        }
-    })
-    .await;
+    );
+    let releases = controller.store();
+    controller
+        // A release gated on another (`spec.promotion.requires`) proceeds the moment its gate
+        // changes, e.g. becomes Healthy with the awaited image.
+        .watches(
+            api::<ShortenerRelease>(&client, ns),
+            watcher::Config::default(),
+            move |changed: ShortenerRelease| {
+                let gate_ns = changed.namespace().unwrap_or_default();
+                let gate_name = changed.name_any();
+                releases
+                    .state()
+                    .iter()
+                    .filter(|r| crate::gate::waits_on(r, &gate_ns, &gate_name))
+                    .map(|r| ObjectRef::from_obj(r.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .owns(api::<Deployment>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        // Pods belong to ReplicaSets, not to the release; map them by label so a pod turning
+        // ready (or crashing) triggers a reconcile at once.
+        .watches(api::<Pod>(&client, ns), owned, |pod: Pod| {
+            let ns = pod.namespace()?;
+            let instance = pod.labels().get(LABEL_INSTANCE)?.clone();
+            Some(ObjectRef::<ShortenerRelease>::new(&instance).within(&ns))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
 }

@@ -112,6 +112,36 @@ pub struct ShortenerReleaseSpec {
     /// Incident capture when a revision fails. Default: logs captured with 3 lines of context.
     #[serde(default)]
     pub incident: Incident,
+
+    /// Another release that must run an image first (staging before production). Default:
+    /// none, every image rolls out at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
+}
+
+/// Promotion gate: where an image must have proven itself before this release takes it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Promotion {
+    /// The release whose stable revision (passed its bake, was Healthy) must run the same
+    /// image (the same digest when the image names one, else the same reference) before
+    /// this release rolls it out. Until then the release is `Blocked` with reason
+    /// `AwaitingPromotion`. Required.
+    pub requires: ReleaseRef,
+}
+
+/// A ShortenerRelease by namespace and name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRef {
+    /// Namespace of the release. Default: this release's namespace. Another namespace
+    /// needs RBAC to read ShortenerReleases there (see the operator README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// Name of the release. Required.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// One environment variable.

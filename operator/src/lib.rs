@@ -5,8 +5,10 @@
 pub mod apply;
 pub mod budget;
 pub mod capture;
+pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod gate;
 pub mod incident;
 pub mod leader;
 pub mod metrics;

@@ -15,6 +15,7 @@ use crate::crd::{
     AnalysisStatus, Condition, LastIncident, Outcome, Phase, RevisionRecord, ShortenerReleaseSpec,
     ShortenerReleaseStatus, Strategy,
 };
+use crate::gate::GateState;
 
 /// Why a revision failed: the fixed set from docs/contracts.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -121,6 +122,8 @@ pub struct Input<'a> {
     pub retry: Option<&'a str>,
     /// The `shortener.dev/budget-override` annotation is "true": roll out despite a freeze.
     pub budget_override: bool,
+    /// The promotion gate (`spec.promotion.requires`): anything but open starts nothing new.
+    pub gate: &'a GateState,
     pub observed: &'a Observed,
     pub now: Timestamp,
 }
@@ -189,6 +192,9 @@ pub enum Decision {
 
 const FAST_REQUEUE: Duration = Duration::from_secs(1);
 const IDLE_REQUEUE: Duration = Duration::from_secs(300);
+/// The watch on ShortenerReleases wakes a gated release at once; this only covers a gate
+/// in a namespace the operator does not watch.
+const GATE_REQUEUE: Duration = Duration::from_secs(30);
 
 /// Decides the next step of a release.
 pub fn decide(input: &Input<'_>) -> Decision {
@@ -422,15 +428,29 @@ impl<'a> Decider<'a> {
                 .is_some_and(|b| b.exhausted(self.now()))
     }
 
-    /// Starts a rollout unless the SLA budget freeze forbids it.
+    /// Starts a rollout unless the promotion gate or the SLA budget freeze forbids it.
     fn try_start(&mut self, hash: String) {
+        let gate = self.input.gate;
+        if let Some(why) = gate.reason() {
+            self.hold();
+            let msg = gate.message();
+            // Events on transitions only: a new reason or a new image to wait for.
+            if self.st.phase != Phase::Blocked || self.st.message != msg {
+                self.event(
+                    why != crate::gate::reason::AWAITING_PROMOTION,
+                    why,
+                    msg.clone(),
+                );
+            }
+            self.set_phase(Phase::Blocked, why, msg);
+            self.requeue = GATE_REQUEUE;
+            return;
+        }
         if !self.budget_frozen() {
             self.start(hash);
             return;
         }
-        self.frozen = true;
-        self.active = self.stable_hash();
-        self.check_serving();
+        self.hold();
         let msg = format!(
             "downtime budget of {} per year is used up; new rollouts wait until it recovers or \
              shortener.dev/budget-override is \"true\"",
@@ -440,6 +460,13 @@ impl<'a> Decider<'a> {
             self.event(true, reason::BUDGET_EXHAUSTED, msg.clone());
         }
         self.set_phase(Phase::Blocked, reason::BUDGET_EXHAUSTED, msg);
+    }
+
+    /// Nothing new starts: the stable revision (if any) keeps serving, the rest goes.
+    fn hold(&mut self) {
+        self.frozen = true;
+        self.active = self.stable_hash();
+        self.check_serving();
     }
 
     fn start(&mut self, hash: String) {
@@ -1011,6 +1038,7 @@ mod tests {
         paused: bool,
         retry: Option<String>,
         budget_override: bool,
+        gate: GateState,
         probes: Vec<Probe>,
     }
 
@@ -1030,6 +1058,7 @@ mod tests {
                 paused: false,
                 retry: None,
                 budget_override: false,
+                gate: GateState::Open,
                 probes: Vec::new(),
             }
         }
@@ -1072,6 +1101,7 @@ mod tests {
                     paused: self.paused,
                     retry: self.retry.as_deref(),
                     budget_override: self.budget_override,
+                    gate: &self.gate,
                     observed: &observed,
                     now: self.now,
                 };
@@ -1672,5 +1702,131 @@ mod tests {
         w.step();
         assert_eq!(w.status.phase, Phase::Progressing);
         assert_eq!(w.status.current_revision, Some(3));
+    }
+
+    fn awaiting(image: &str, gate_stable: Option<&str>) -> GateState {
+        GateState::Awaiting {
+            gate: "staging/web".into(),
+            image: image.into(),
+            gate_stable: gate_stable.map(str::to_string),
+        }
+    }
+
+    fn applies(plan: &Plan, hash: &str) -> bool {
+        plan.deployments
+            .iter()
+            .any(|d| matches!(d, DeploymentAction::Apply { hash: h, .. } if h == hash))
+    }
+
+    #[test]
+    fn first_release_waits_for_its_gate_then_starts_by_itself() {
+        let mut w = World::default_spec();
+        w.gate = awaiting("shortener:v1", None);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Blocked);
+        assert_eq!(w.status.current_revision, None, "no revision started");
+        assert!(!applies(&plan, V1), "nothing deployed");
+        assert_eq!(active(&plan), None);
+        let progressing = w.condition("Progressing");
+        assert_eq!(progressing.status, "False");
+        assert_eq!(progressing.reason, "AwaitingPromotion");
+        assert!(progressing.message.contains("staging/web"));
+        assert!(progressing.message.contains("shortener:v1"));
+        assert_eq!(plan.events.len(), 1);
+        assert!(!plan.events[0].warning, "waiting is normal");
+
+        w.gate = GateState::Open;
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(w.status.current_revision, Some(1));
+        assert!(applies(&plan, V1));
+    }
+
+    #[test]
+    fn new_image_waits_while_stable_keeps_serving() {
+        let mut w = World::default_spec();
+        w.roll_out_healthy();
+        w.set_image("shortener:v2", V2);
+        w.gate = awaiting("shortener:v2", Some("shortener:v1"));
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Blocked);
+        assert_eq!(active(&plan), Some(V1));
+        assert_eq!(replicas_of(&plan, V1), Some(2));
+        assert!(!applies(&plan, V2));
+        assert_eq!(w.status.current_revision, Some(1));
+        assert_eq!(w.condition("Ready").status, "False");
+        assert_eq!(w.condition("Degraded").status, "False");
+        assert_eq!(plan.events[0].reason, "AwaitingPromotion");
+
+        w.gate = GateState::Open;
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(w.status.current_revision, Some(2));
+        assert!(applies(&plan, V2));
+        assert_eq!(
+            active(&plan),
+            Some(V1),
+            "v2 gets traffic only after its checks"
+        );
+    }
+
+    #[test]
+    fn image_that_failed_in_the_gate_is_never_deployed() {
+        let mut w = World::default_spec();
+        w.roll_out_healthy();
+        w.set_image("shortener:v2", V2);
+        // Staging tried v2, it failed there: staging's stable is still v1.
+        w.gate = awaiting("shortener:v2", Some("shortener:v1"));
+        for i in 0..10 {
+            w.advance(60);
+            let plan = w.step();
+            assert_eq!(w.status.phase, Phase::Blocked);
+            assert!(!applies(&plan, V2));
+            assert_eq!(active(&plan), Some(V1));
+            assert_eq!(w.status.history.len(), 1);
+            if i > 0 {
+                assert!(plan.events.is_empty(), "one Event, not one per reconcile");
+            }
+        }
+    }
+
+    #[test]
+    fn missing_gate_and_cycles_are_warnings_not_hangs() {
+        let cases = [
+            (
+                GateState::NotFound {
+                    gate: "staging/web".into(),
+                },
+                "PromotionGateNotFound",
+            ),
+            (
+                GateState::Cycle {
+                    gate: "staging/web".into(),
+                },
+                "PromotionGateCycle",
+            ),
+        ];
+        for (gate, why) in cases {
+            let mut w = World::default_spec();
+            w.roll_out_healthy();
+            w.set_image("shortener:v2", V2);
+            w.gate = gate;
+            let plan = w.step();
+            assert_eq!(w.status.phase, Phase::Blocked, "{why}");
+            assert_eq!(w.condition("Progressing").reason, why);
+            assert!(plan.events[0].warning, "{why}");
+            assert!(w.status.message.contains("staging/web"), "{why}");
+            assert_eq!(active(&plan), Some(V1), "{why}");
+        }
+    }
+
+    #[test]
+    fn gate_does_not_touch_a_release_already_at_its_image() {
+        let mut w = World::default_spec();
+        w.roll_out_healthy();
+        w.gate = awaiting("shortener:v1", Some("shortener:v0"));
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Healthy);
+        assert_eq!(active(&plan), Some(V1));
     }
 }
