@@ -185,6 +185,8 @@ fn listening_addr(line: &str) -> Option<String> {
 }
 
 pub fn client() -> reqwest::Client {
+    // The workspace's reqwest brings rustls without a crypto provider (see Cargo.toml).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
