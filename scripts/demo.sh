@@ -82,7 +82,7 @@ ADDR=$($KUBECTL -n "$NS" get svc web -o 'jsonpath={.spec.clusterIP}:{.spec.ports
 step "A user keeps creating and following short links through the active Service ($ADDR)"
 # One process: the client, plus a watcher that prints every change of the release's status.
 python3 -u - "$ADDR" "$KUBECTL" "$NS" "$DEMO_DIR/client.json" <<'PY' &
-import http.client, json, subprocess, sys, threading, time
+import http.client, json, os, subprocess, sys, threading, time
 addr, kubectl, ns, out = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4]
 host, port = addr.split(":")
 t0 = time.time()
@@ -120,8 +120,10 @@ def client():
                 tally["failed"] += 1
                 tally["first_failure"] = tally["first_failure"] or now
                 tally["last_failure"] = now
-            with open(out, "w") as f:
+            # Atomically: the demo kills this process at any moment and then reads the file.
+            with open(out + ".tmp", "w") as f:
                 json.dump(tally, f)
+            os.replace(out + ".tmp", out)
         time.sleep(0.02)
 
 threading.Thread(target=client, daemon=True).start()
@@ -166,7 +168,16 @@ echo "v2 ever served traffic:  ${PROMOTED:+yes, from $PROMOTED}${PROMOTED:-no (n
 echo "serving now:             revision $STABLE ($($KUBECTL -n "$NS" get sr web -o "jsonpath={.status.history[?(@.revision==$STABLE)].image}"))"
 python3 -c "import json,sys; t=json.load(open(sys.argv[1])); print(f\"user requests so far:    {t['ok']+t['failed']} ({t['failed']} failed)\")" "$DEMO_DIR/client.json"
 
-EXCERPT=$($KUBECTL -n "$NS" get sr web -o 'jsonpath={.status.lastIncident.logExcerptRef}')
+echo "SLA downtime budget:     $($KUBECTL -n "$NS" get sr web -o \
+  'jsonpath={.status.budget.usedSeconds}s used of {.status.budget.allowedSeconds}s a year, {.status.budget.remainingSeconds}s remaining')"
+
+# Capture runs after the rollback, so the excerpt's ConfigMap may follow a moment later.
+deadline=$((SECONDS + 15))
+EXCERPT=
+until [[ -n $EXCERPT ]] || ((SECONDS >= deadline)); do
+  EXCERPT=$($KUBECTL -n "$NS" get sr web -o 'jsonpath={.status.lastIncident.logExcerptRef}')
+  [[ -n $EXCERPT ]] || sleep 0.5
+done
 if [[ -n $EXCERPT ]]; then
   step "What the on-call engineer gets: v2's error lines with context (ConfigMap $EXCERPT)"
   $KUBECTL -n "$NS" get configmap "$EXCERPT" -o 'jsonpath={.data.excerpt}' | head -n 25
