@@ -6,7 +6,6 @@ pub mod apply;
 pub mod budget;
 pub mod capture;
 pub mod cli;
-pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod gate;
