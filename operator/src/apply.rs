@@ -16,6 +16,7 @@ use crate::capture;
 use crate::controller::{Context, Error, Result};
 use crate::crd::{Phase, ShortenerRelease};
 use crate::gate::{self, GateState, GateView};
+use crate::manual;
 use crate::probes;
 use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
 use crate::rollout::{
@@ -51,6 +52,7 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
         .map(String::as_str)
         == Some("true");
     let gate = read_gate(ctx, &ns, &name, spec).await?;
+    let control = manual::next_control(sr.annotations());
     let now = Timestamp::now();
 
     // At most one probe of each kind per reconcile, then the decision is final.
@@ -64,6 +66,7 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
             retry: retry.as_deref(),
             budget_override,
             gate: &gate,
+            control: control.as_ref().map(|(_, c)| c),
             observed: &observed,
             now,
         };
@@ -91,6 +94,17 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
         }
     };
     execute(sr, ctx, &ns, &name, &plan).await?;
+    // Only once the plan (status included) is written: a failed write keeps the request.
+    if let Some((key, _)) = control {
+        Api::<ShortenerRelease>::namespaced(ctx.client.clone(), &ns)
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&manual::removal_patch(key)),
+            )
+            .await?;
+        info!(annotation = key, "manual control consumed");
+    }
     Ok(Action::requeue(plan.requeue))
 }
 
@@ -341,6 +355,17 @@ async fn execute(
         match action {
             DeploymentAction::Apply { hash, replicas } => {
                 let d = resources::deployment(name, ns, &sr.spec, hash, *replicas, owner.clone());
+                let dname = resources::deployment_name(name, hash);
+                deployments.patch(&dname, &pp, &Patch::Apply(&d)).await?;
+            }
+            DeploymentAction::Restore {
+                hash,
+                image,
+                replicas,
+            } => {
+                let mut spec = sr.spec.clone();
+                spec.image = image.clone();
+                let d = resources::deployment(name, ns, &spec, hash, *replicas, owner.clone());
                 let dname = resources::deployment_name(name, hash);
                 deployments.patch(&dname, &pp, &Patch::Apply(&d)).await?;
             }

@@ -11,6 +11,7 @@ pub mod crd;
 pub mod gate;
 pub mod incident;
 pub mod leader;
+pub mod manual;
 pub mod metrics;
 pub mod probes;
 pub mod resources;

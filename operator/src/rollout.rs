@@ -16,6 +16,7 @@ use crate::crd::{
     ShortenerReleaseStatus, Strategy,
 };
 use crate::gate::GateState;
+use crate::manual::{Control, Target};
 
 /// Why a revision failed: the fixed set from docs/contracts.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,6 +66,15 @@ pub mod reason {
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const RETRY: &str = "RetryRequested";
     pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
+    /// `shortener.dev/promote`: the bake was cut short by hand.
+    pub const MANUAL_PROMOTE: &str = "ManualPromote";
+    /// `shortener.dev/abort`: the rollout was stopped by hand (the revision fails with `Manual`).
+    pub const MANUAL_ABORT: &str = "ManualAbort";
+    /// `shortener.dev/rollback-to`: an earlier healthy revision serves again; also the history
+    /// note on that revision's new record.
+    pub const MANUAL_ROLLBACK: &str = "ManualRollback";
+    /// A manual control that could not be acted on (see the Event and the status message).
+    pub const MANUAL_CONTROL_REJECTED: &str = "ManualControlRejected";
 }
 
 /// A failure seen on a revision's pods.
@@ -124,6 +134,8 @@ pub struct Input<'a> {
     pub budget_override: bool,
     /// The promotion gate (`spec.promotion.requires`): anything but open starts nothing new.
     pub gate: &'a GateState,
+    /// A manual control read from its annotation (see [`crate::manual`]), acted on once.
+    pub control: Option<&'a Control>,
     pub observed: &'a Observed,
     pub now: Timestamp,
 }
@@ -144,6 +156,13 @@ pub enum DeploymentAction {
     Scale { hash: String, replicas: i32 },
     /// Delete the Deployment.
     Delete { hash: String },
+    /// Recreate an earlier revision's Deployment (a manual rollback): the current spec with
+    /// that revision's image, under its pod template hash.
+    Restore {
+        hash: String,
+        image: String,
+        replicas: i32,
+    },
 }
 
 /// Which revision a Service selects; `None` selects no pods.
@@ -220,6 +239,11 @@ struct Decider<'a> {
     health: Health,
     /// New rollouts refused by the budget freeze: keep stable serving, start nothing.
     frozen: bool,
+    /// The newest record is a manual rollback and the spec's revision stays failed: the
+    /// rollback's revision is planned instead of the spec's.
+    pinned: bool,
+    /// A manual control was refused: said in the status message.
+    rejected: Option<String>,
 }
 
 /// Whether the revision that has the traffic works, as far as this step knows.
@@ -249,6 +273,8 @@ impl<'a> Decider<'a> {
             condition_reason: String::new(),
             health: Health::Unknown,
             frozen: false,
+            pinned: false,
+            rejected: None,
         }
     }
 
@@ -319,10 +345,18 @@ impl<'a> Decider<'a> {
         let retry_requested =
             input.retry.is_some() && input.retry.map(str::to_string) != self.st.observed_retry;
         self.st.observed_retry = input.retry.map(str::to_string);
+        if let Some(control) = input.control {
+            self.act_on(control);
+        }
 
         let desired = input.desired_hash.to_string();
         let stable_hash = self.stable_hash();
         let current = self.record(self.st.current_revision).cloned();
+
+        if !retry_requested && let Some(rec) = self.pinned_rollback() {
+            self.pinned = true;
+            return self.follow_rollback(rec);
+        }
 
         if stable_hash.as_deref() == Some(desired.as_str()) {
             self.supersede_in_progress(current.as_ref());
@@ -372,6 +406,381 @@ impl<'a> Decider<'a> {
                 None
             }
         }
+    }
+
+    fn reject(&mut self, why: String) {
+        self.event(true, reason::MANUAL_CONTROL_REJECTED, why.clone());
+        self.rejected = Some(why);
+    }
+
+    /// The revision being rolled out (not the stable one), if any.
+    fn in_progress(&self) -> Option<RevisionRecord> {
+        self.record(self.st.current_revision)
+            .filter(|r| r.outcome == Outcome::InProgress)
+            .filter(|r| Some(r.revision) != self.st.stable_revision)
+            .cloned()
+    }
+
+    fn act_on(&mut self, control: &Control) {
+        match control {
+            Control::Invalid(why) => self.reject(why.clone()),
+            Control::Promote => self.promote_now(),
+            Control::Abort => self.abort(),
+            Control::RollbackTo(target) => self.roll_back_to(*target),
+        }
+    }
+
+    /// `shortener.dev/promote`: the bake ends now. The readiness and smoke checks are not
+    /// skipped: a revision that has not passed them never gets traffic by hand either.
+    fn promote_now(&mut self) {
+        let Some(rec) = self.in_progress() else {
+            self.reject("shortener.dev/promote: nothing to promote, no rollout is baking".into());
+            return;
+        };
+        let Some(promoted_at) = rec.promoted_at else {
+            self.reject(format!(
+                "shortener.dev/promote: revision {} has not passed its readiness and smoke checks \
+                 yet; promote only cuts the bake short",
+                rec.revision
+            ));
+            return;
+        };
+        let baked = seconds_between(promoted_at, self.now());
+        self.make_stable(&rec);
+        if let Some(r) = self.record_mut(rec.revision) {
+            r.reason = Some(reason::MANUAL_PROMOTE.to_string());
+        }
+        self.event(
+            false,
+            reason::MANUAL_PROMOTE,
+            format!(
+                "revision {} promoted by hand after {baked:.0}s of its {}s bake",
+                rec.revision, self.input.spec.analysis.bake_seconds
+            ),
+        );
+    }
+
+    /// `shortener.dev/abort`: the rollout in progress fails with `Manual`; traffic it had
+    /// goes back to stable. Like any failure it is not retried by itself.
+    fn abort(&mut self) {
+        let Some(rec) = self.in_progress() else {
+            self.reject("shortener.dev/abort: nothing to abort, no rollout is in progress".into());
+            return;
+        };
+        let now = self.now();
+        self.mark_failed(rec.revision, FailureReason::Manual);
+        self.st.analysis = None;
+        let stable = self.st.stable_revision;
+        if rec.promoted_at.is_some() && stable.is_some() {
+            self.rollback = Some(RollbackNote {
+                reason: FailureReason::Manual,
+                detected_at: now,
+            });
+        }
+        let msg = match stable {
+            Some(stable) => format!(
+                "revision {} aborted by hand (Manual); revision {stable} serves",
+                rec.revision
+            ),
+            None => format!(
+                "revision {} aborted by hand (Manual); no stable revision, nothing serves",
+                rec.revision
+            ),
+        };
+        self.event(false, reason::MANUAL_ABORT, msg.clone());
+        let phase = if stable.is_some() {
+            Phase::RolledBack
+        } else {
+            Phase::Degraded
+        };
+        self.set_phase(phase, FailureReason::Manual.as_str(), msg);
+    }
+
+    /// `shortener.dev/rollback-to`: starts a new revision from an earlier healthy one's
+    /// template; the spec's revision is marked Failed (Manual) so it does not roll forward
+    /// again until the spec changes or `shortener.dev/retry` asks for it.
+    fn roll_back_to(&mut self, target: Target) {
+        let desired = self.input.desired_hash.to_string();
+        let stable = self.stable_hash();
+        let serving_stable =
+            stable.as_deref() == Some(desired.as_str()) && self.in_progress().is_none();
+        let healthy = |r: &&RevisionRecord| r.outcome == Outcome::Promoted;
+        let rec = match target {
+            Target::Revision(n) => {
+                let Some(rec) = self.st.history.iter().find(|r| r.revision == n).cloned() else {
+                    let known: Vec<String> = self
+                        .st
+                        .history
+                        .iter()
+                        .filter(healthy)
+                        .map(|r| r.revision.to_string())
+                        .collect();
+                    self.reject(format!(
+                        "shortener.dev/rollback-to: revision {n} is not in the history (healthy: {})",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ));
+                    return;
+                };
+                if rec.outcome != Outcome::Promoted {
+                    self.reject(format!(
+                        "shortener.dev/rollback-to: revision {n} never became healthy (outcome {:?})",
+                        rec.outcome
+                    ));
+                    return;
+                }
+                rec
+            }
+            Target::Previous => {
+                let found = self
+                    .st
+                    .history
+                    .iter()
+                    .rev()
+                    .filter(healthy)
+                    .find(|r| {
+                        r.pod_template_hash != desired
+                            && (!serving_stable || Some(&r.pod_template_hash) != stable.as_ref())
+                    })
+                    .cloned();
+                let Some(rec) = found else {
+                    self.reject(
+                        "shortener.dev/rollback-to: no earlier healthy revision to roll back to"
+                            .into(),
+                    );
+                    return;
+                };
+                rec
+            }
+        };
+        if rec.pod_template_hash == desired {
+            let why = if serving_stable {
+                format!(
+                    "shortener.dev/rollback-to: revision {} already serves",
+                    rec.revision
+                )
+            } else {
+                format!(
+                    "shortener.dev/rollback-to: revision {} has the spec's pod template; use \
+                     shortener.dev/retry to roll it out again",
+                    rec.revision
+                )
+            };
+            self.reject(why);
+            return;
+        }
+
+        let now = self.now();
+        // The spec's revision: failed by hand. One that never started gets a record too,
+        // so the pin below has something to hold on to.
+        let spec_rec = self
+            .st
+            .history
+            .iter()
+            .rev()
+            .find(|r| r.pod_template_hash == desired)
+            .cloned();
+        let spec_number = match spec_rec {
+            Some(r) => {
+                if r.outcome == Outcome::InProgress && r.promoted_at.is_some() {
+                    self.rollback = Some(RollbackNote {
+                        reason: FailureReason::Manual,
+                        detected_at: now,
+                    });
+                }
+                if r.outcome != Outcome::Failed {
+                    self.mark_failed(r.revision, FailureReason::Manual);
+                }
+                r.revision
+            }
+            None => {
+                let n = self.next_revision();
+                self.st.history.push(RevisionRecord {
+                    revision: n,
+                    pod_template_hash: desired,
+                    image: self.input.spec.image.clone(),
+                    outcome: Outcome::Failed,
+                    reason: Some(FailureReason::Manual.as_str().to_string()),
+                    started_at: now,
+                    promoted_at: None,
+                    finished_at: Some(now),
+                });
+                n
+            }
+        };
+        let number = self.next_revision();
+        self.st.history.push(RevisionRecord {
+            revision: number,
+            pod_template_hash: rec.pod_template_hash.clone(),
+            image: rec.image.clone(),
+            outcome: Outcome::InProgress,
+            reason: Some(reason::MANUAL_ROLLBACK.to_string()),
+            started_at: now,
+            promoted_at: None,
+            finished_at: None,
+        });
+        self.st.current_revision = Some(number);
+        self.st.analysis = None;
+        self.event(
+            false,
+            reason::MANUAL_ROLLBACK,
+            format!(
+                "rolling back by hand to revision {} ({}) as revision {number}; revision \
+                 {spec_number} ({}) marked Failed (Manual)",
+                rec.revision, rec.image, self.input.spec.image
+            ),
+        );
+    }
+
+    fn next_revision(&self) -> i64 {
+        self.st
+            .history
+            .iter()
+            .map(|r| r.revision)
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// The current revision, when the release is held on a manual rollback: the newest
+    /// record for the spec's template failed, and only manual rollbacks came after it.
+    fn pinned_rollback(&self) -> Option<RevisionRecord> {
+        let desired = self.input.desired_hash;
+        let pos = self
+            .st
+            .history
+            .iter()
+            .rposition(|r| r.pod_template_hash == desired)?;
+        if self.st.history[pos].outcome != Outcome::Failed {
+            return None;
+        }
+        let after = &self.st.history[pos + 1..];
+        if after.is_empty()
+            || after
+                .iter()
+                .any(|r| r.reason.as_deref() != Some(reason::MANUAL_ROLLBACK))
+        {
+            return None;
+        }
+        self.record(self.st.current_revision)
+            .filter(|r| r.reason.as_deref() == Some(reason::MANUAL_ROLLBACK))
+            .cloned()
+    }
+
+    /// Carries a manual rollback on: wait for its pods, smoke test them, switch traffic at
+    /// once (it was healthy before: no bake), then stay there.
+    fn follow_rollback(&mut self, rec: RevisionRecord) -> Option<Probe> {
+        let spec = self.input.spec;
+        let hint = format!(
+            "the spec's {} is not rolled out until the spec changes or shortener.dev/retry is set",
+            spec.image
+        );
+        match rec.outcome {
+            Outcome::Promoted => {
+                self.active = Some(rec.pod_template_hash.clone());
+                self.check_serving();
+                self.set_phase(
+                    Phase::RolledBack,
+                    reason::MANUAL_ROLLBACK,
+                    format!(
+                        "rolled back by hand: revision {} ({}) serves; {hint}",
+                        rec.revision, rec.image
+                    ),
+                );
+                None
+            }
+            Outcome::Failed | Outcome::Superseded => {
+                self.active = self.stable_hash();
+                self.check_serving();
+                self.condition_reason = reason::MANUAL_ROLLBACK.to_string();
+                if self.st.phase != Phase::RolledBack && self.st.phase != Phase::Degraded {
+                    let phase = if self.st.stable_revision.is_some() {
+                        Phase::RolledBack
+                    } else {
+                        Phase::Degraded
+                    };
+                    self.st.phase = phase;
+                }
+                if self.st.message.is_empty() {
+                    self.st.message =
+                        format!("manual rollback revision {} failed; {hint}", rec.revision);
+                }
+                None
+            }
+            Outcome::InProgress => {
+                self.requeue = FAST_REQUEUE;
+                self.active = self.stable_hash();
+                self.check_serving();
+                let obs = self
+                    .input
+                    .observed
+                    .revisions
+                    .get(&rec.pod_template_hash)
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(f) = obs.failure {
+                    self.fail(&rec, f.reason, f.message);
+                    return None;
+                }
+                if obs.ready_pods >= spec.replicas {
+                    if spec.health_check.smoke_test {
+                        match &self.input.observed.smoke {
+                            None => {
+                                return Some(Probe::SmokeTest {
+                                    hash: rec.pod_template_hash.clone(),
+                                });
+                            }
+                            Some(SmokeResult::Failed(msg)) => {
+                                let msg = msg.clone();
+                                self.fail(&rec, FailureReason::SmokeTestFailed, msg);
+                                return None;
+                            }
+                            Some(SmokeResult::Passed) => {}
+                        }
+                    }
+                    self.restore(&rec, &hint);
+                    return None;
+                }
+                let elapsed = seconds_between(rec.started_at, self.now());
+                if elapsed >= f64::from(spec.progress_deadline_seconds) {
+                    let msg = format!(
+                        "{}/{} pods ready after {}s",
+                        obs.ready_pods, spec.replicas, spec.progress_deadline_seconds
+                    );
+                    self.fail(&rec, FailureReason::ProgressDeadlineExceeded, msg);
+                    return None;
+                }
+                self.set_phase(
+                    Phase::Progressing,
+                    reason::MANUAL_ROLLBACK,
+                    format!(
+                        "rolling back by hand to {} (revision {}): {}/{} pods ready",
+                        rec.image, rec.revision, obs.ready_pods, spec.replicas
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The manual rollback's pods are ready and tested: it takes the traffic and is stable.
+    fn restore(&mut self, rec: &RevisionRecord, hint: &str) {
+        let now = self.now();
+        if let Some(r) = self.record_mut(rec.revision) {
+            r.outcome = Outcome::Promoted;
+            r.promoted_at = Some(now);
+            r.finished_at = Some(now);
+        }
+        self.st.stable_revision = Some(rec.revision);
+        self.st.analysis = None;
+        self.active = Some(rec.pod_template_hash.clone());
+        self.check_serving();
+        self.requeue = IDLE_REQUEUE;
+        let msg = format!(
+            "rolled back by hand: revision {} ({}) serves; {hint}",
+            rec.revision, rec.image
+        );
+        self.event(false, reason::MANUAL_ROLLBACK, msg.clone());
+        self.set_phase(Phase::RolledBack, reason::MANUAL_ROLLBACK, msg);
     }
 
     fn rev_label(&self) -> String {
@@ -797,7 +1206,11 @@ impl<'a> Decider<'a> {
         let now = self.now();
         if let Some(r) = self.record_mut(revision) {
             r.outcome = Outcome::Failed;
-            r.reason = Some(why.as_str().to_string());
+            // A manual rollback keeps its note: it is what pins the release (see
+            // `pinned_rollback`); the failure reason is in the status and lastIncident.
+            if r.reason.as_deref() != Some(reason::MANUAL_ROLLBACK) {
+                r.reason = Some(why.as_str().to_string());
+            }
             r.finished_at = Some(now);
         }
     }
@@ -806,7 +1219,9 @@ impl<'a> Decider<'a> {
     /// failure left it.
     fn stay_failed(&mut self, rec: &RevisionRecord) {
         let rolled_back = self.input.spec.rollback.automatic && self.st.stable_revision.is_some();
-        let kept_traffic = rec.promoted_at.is_some() && !rolled_back;
+        // An abort always takes the traffic back, whatever `rollback.automatic` says.
+        let aborted = rec.reason.as_deref() == Some(FailureReason::Manual.as_str());
+        let kept_traffic = rec.promoted_at.is_some() && !rolled_back && !aborted;
         self.active = if kept_traffic {
             Some(rec.pod_template_hash.clone())
         } else {
@@ -834,7 +1249,47 @@ impl<'a> Decider<'a> {
         let desired = self.input.desired_hash.to_string();
         let mut deployments = Vec::new();
         let mut routing = None;
-        if self.frozen {
+        if self.pinned {
+            let stable = self.stable_hash();
+            let observed = &self.input.observed.revisions;
+            if let Some(rec) = self.record(self.st.current_revision).cloned() {
+                let hash = rec.pod_template_hash.clone();
+                let replicas = if rec.outcome == Outcome::Failed && Some(&hash) != stable.as_ref() {
+                    0
+                } else {
+                    spec.replicas
+                };
+                // An existing Deployment is only scaled: re-applying it from today's spec
+                // would roll its pods.
+                deployments.push(if observed.contains_key(&hash) {
+                    DeploymentAction::Scale {
+                        hash: hash.clone(),
+                        replicas,
+                    }
+                } else {
+                    DeploymentAction::Restore {
+                        hash: hash.clone(),
+                        image: rec.image.clone(),
+                        replicas,
+                    }
+                });
+                if let Some(stable) = stable.clone().filter(|s| *s != hash) {
+                    deployments.push(DeploymentAction::Scale {
+                        hash: stable,
+                        replicas: spec.replicas,
+                    });
+                }
+                for h in observed.keys() {
+                    if *h != hash && Some(h) != stable.as_ref() {
+                        deployments.push(DeploymentAction::Delete { hash: h.clone() });
+                    }
+                }
+                routing = Some(Routing {
+                    active: self.active.clone(),
+                    preview: Some(hash),
+                });
+            }
+        } else if self.frozen {
             let stable = self.stable_hash();
             if let Some(stable) = stable.clone() {
                 deployments.push(DeploymentAction::Scale {
@@ -884,6 +1339,9 @@ impl<'a> Decider<'a> {
                 active: self.active.clone(),
                 preview: Some(desired),
             });
+        }
+        if let Some(why) = &self.rejected {
+            self.st.message = format!("{why}; {}", self.st.message);
         }
         prune_history(&mut self.st, spec.rollback.revision_history_limit);
         let downtime_charged = self.charge_budget();
@@ -1039,6 +1497,7 @@ mod tests {
         retry: Option<String>,
         budget_override: bool,
         gate: GateState,
+        control: Option<Control>,
         probes: Vec<Probe>,
     }
 
@@ -1059,6 +1518,7 @@ mod tests {
                 retry: None,
                 budget_override: false,
                 gate: GateState::Open,
+                control: None,
                 probes: Vec::new(),
             }
         }
@@ -1102,6 +1562,7 @@ mod tests {
                     retry: self.retry.as_deref(),
                     budget_override: self.budget_override,
                     gate: &self.gate,
+                    control: self.control.as_ref(),
                     observed: &observed,
                     now: self.now,
                 };
@@ -1118,7 +1579,8 @@ mod tests {
                         self.status = plan.status.clone();
                         for d in &plan.deployments {
                             match d {
-                                DeploymentAction::Apply { hash, .. } => {
+                                DeploymentAction::Apply { hash, .. }
+                                | DeploymentAction::Restore { hash, .. } => {
                                     self.observed.revisions.entry(hash.clone()).or_default();
                                 }
                                 DeploymentAction::Delete { hash } => {
@@ -1188,6 +1650,9 @@ mod tests {
         plan.deployments.iter().find_map(|d| match d {
             DeploymentAction::Apply { hash: h, replicas } if h == hash => Some(*replicas),
             DeploymentAction::Scale { hash: h, replicas } if h == hash => Some(*replicas),
+            DeploymentAction::Restore {
+                hash: h, replicas, ..
+            } if h == hash => Some(*replicas),
             _ => None,
         })
     }
@@ -1828,5 +2293,340 @@ mod tests {
         let plan = w.step();
         assert_eq!(w.status.phase, Phase::Healthy);
         assert_eq!(active(&plan), Some(V1));
+    }
+
+    impl World {
+        /// One reconcile with a manual control set; the operator then removes it.
+        fn control_once(&mut self, control: Control) -> Plan {
+            self.control = Some(control);
+            let plan = self.step();
+            self.control = None;
+            plan
+        }
+    }
+
+    fn restores(plan: &Plan, hash: &str) -> Option<(String, i32)> {
+        plan.deployments.iter().find_map(|d| match d {
+            DeploymentAction::Restore {
+                hash: h,
+                image,
+                replicas,
+            } if h == hash => Some((image.clone(), *replicas)),
+            _ => None,
+        })
+    }
+
+    fn event_reasons(plan: &Plan) -> Vec<&str> {
+        plan.events.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn promote_cuts_the_bake_short() {
+        let mut w = World::with_v2_ready();
+        w.spec.analysis.bake_seconds = 600;
+        w.step();
+        assert_eq!(w.status.phase, Phase::Analyzing);
+        w.advance(1);
+        let plan = w.control_once(Control::Promote);
+        assert_eq!(w.status.phase, Phase::Healthy);
+        assert_eq!(w.status.stable_revision, Some(2));
+        assert_eq!(
+            w.outcome(2),
+            (Outcome::Promoted, Some(reason::MANUAL_PROMOTE.into()))
+        );
+        assert!(event_reasons(&plan).contains(&reason::MANUAL_PROMOTE));
+        assert_eq!(active(&plan), Some(V2));
+        assert!(deletes(&plan, V1), "old stable goes as after a full bake");
+    }
+
+    #[test]
+    fn promote_needs_a_revision_that_passed_its_checks() {
+        // Pods not ready yet, and nothing in progress at all.
+        let mut w = World::default_spec();
+        w.roll_out_healthy();
+        w.set_image("shortener:v2", V2);
+        w.step();
+        let plan = w.control_once(Control::Promote);
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(w.status.stable_revision, Some(1));
+        assert_eq!(active(&plan), Some(V1));
+        assert!(plan.events[0].warning);
+        assert_eq!(plan.events[0].reason, reason::MANUAL_CONTROL_REJECTED);
+        assert!(
+            w.status.message.contains("smoke checks"),
+            "{}",
+            w.status.message
+        );
+
+        let mut w = World::default_spec();
+        w.roll_out_healthy();
+        let plan = w.control_once(Control::Promote);
+        assert_eq!(w.status.phase, Phase::Healthy);
+        assert_eq!(event_reasons(&plan), vec![reason::MANUAL_CONTROL_REJECTED]);
+        assert!(w.condition("Ready").message.contains("nothing to promote"));
+    }
+
+    #[test]
+    fn abort_returns_traffic_to_stable_and_is_not_retried() {
+        // Baking with traffic, with and without automatic rollback; and before promotion.
+        for (baking, automatic) in [(true, true), (true, false), (false, true)] {
+            let name = format!("baking={baking} automatic={automatic}");
+            let mut w = World::default_spec();
+            w.spec.rollback.automatic = automatic;
+            w.roll_out_healthy();
+            w.set_image("shortener:v2", V2);
+            w.step();
+            w.pods(V2, 2, None);
+            if baking {
+                w.step();
+                assert_eq!(w.status.phase, Phase::Analyzing, "{name}");
+            }
+            let plan = w.control_once(Control::Abort);
+            assert_eq!(w.status.phase, Phase::RolledBack, "{name}");
+            assert_eq!(active(&plan), Some(V1), "{name}");
+            assert_eq!(replicas_of(&plan, V2), Some(0), "{name}");
+            assert_eq!(
+                w.outcome(2),
+                (Outcome::Failed, Some("Manual".into())),
+                "{name}"
+            );
+            assert_eq!(w.condition("Degraded").reason, "Manual", "{name}");
+            assert_eq!(event_reasons(&plan), vec![reason::MANUAL_ABORT], "{name}");
+            assert_eq!(
+                plan.rollback.map(|r| r.reason),
+                baking.then_some(FailureReason::Manual),
+                "{name}: a traffic switch is a rollback"
+            );
+            for _ in 0..3 {
+                w.advance(60);
+                let plan = w.step();
+                assert_eq!(w.status.phase, Phase::RolledBack, "{name}");
+                assert_eq!(active(&plan), Some(V1), "{name}");
+                assert_eq!(replicas_of(&plan, V2), Some(0), "{name}");
+                assert!(plan.events.is_empty(), "{name}");
+                assert!(w.probes.is_empty(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn abort_without_a_rollout_is_refused() {
+        let mut w = World::default_spec();
+        w.roll_out_healthy();
+        let plan = w.control_once(Control::Abort);
+        assert_eq!(w.status.phase, Phase::Healthy);
+        assert_eq!(event_reasons(&plan), vec![reason::MANUAL_CONTROL_REJECTED]);
+        assert_eq!(active(&plan), Some(V1));
+    }
+
+    /// v1 then v2 rolled out Healthy; v1's Deployment is gone.
+    fn v2_stable() -> World {
+        let mut w = World::default_spec();
+        w.roll_out_healthy();
+        w.set_image("shortener:v2", V2);
+        w.roll_out_healthy();
+        assert!(!w.observed.revisions.contains_key(V1));
+        w
+    }
+
+    #[test]
+    fn rollback_recreates_the_earlier_revision_and_switches_when_ready() {
+        for target in [Target::Previous, Target::Revision(1)] {
+            let mut w = v2_stable();
+            let plan = w.control_once(Control::RollbackTo(target));
+            assert_eq!(
+                event_reasons(&plan),
+                vec![reason::MANUAL_ROLLBACK],
+                "{target:?}"
+            );
+            assert_eq!(w.outcome(2), (Outcome::Failed, Some("Manual".into())));
+            assert_eq!(
+                w.outcome(3),
+                (Outcome::InProgress, Some(reason::MANUAL_ROLLBACK.into()))
+            );
+            assert_eq!(w.status.history[2].image, "shortener:v1");
+            assert_eq!(
+                restores(&plan, V1),
+                Some(("shortener:v1".into(), 2)),
+                "recreated from history"
+            );
+            assert_eq!(
+                active(&plan),
+                Some(V2),
+                "{target:?}: not before it is ready"
+            );
+            assert_eq!(w.status.phase, Phase::Progressing);
+
+            w.pods(V1, 1, None);
+            let plan = w.step();
+            assert_eq!(active(&plan), Some(V2));
+            w.pods(V1, 2, None);
+            let plan = w.step();
+            assert_eq!(w.probes.len(), 1, "smoke tested first");
+            assert_eq!(w.status.phase, Phase::RolledBack);
+            assert_eq!(w.condition("Progressing").reason, reason::MANUAL_ROLLBACK);
+            assert_eq!(active(&plan), Some(V1));
+            assert_eq!(w.status.stable_revision, Some(3));
+            assert!(deletes(&plan, V2));
+
+            // The spec still says v2: it does not roll forward by itself.
+            for _ in 0..3 {
+                w.advance(60);
+                let plan = w.step();
+                assert_eq!(w.status.phase, Phase::RolledBack);
+                assert_eq!(active(&plan), Some(V1));
+                assert!(restores(&plan, V2).is_none() && replicas_of(&plan, V2).is_none());
+                assert!(plan.events.is_empty());
+            }
+            assert!(w.status.message.contains("shortener.dev/retry"));
+        }
+    }
+
+    #[test]
+    fn after_a_manual_rollback_retry_or_a_new_spec_rolls_forward() {
+        let mut w = v2_stable();
+        w.control_once(Control::RollbackTo(Target::Previous));
+        w.pods(V1, 2, None);
+        w.step();
+        assert_eq!(w.status.phase, Phase::RolledBack);
+
+        let mut retried = v2_clone(&w);
+        retried.retry = Some("1".into());
+        let plan = retried.step();
+        assert_eq!(retried.status.phase, Phase::Progressing);
+        assert_eq!(retried.status.current_revision, Some(4));
+        assert_eq!(replicas_of(&plan, V2), Some(2));
+        assert_eq!(active(&plan), Some(V1));
+
+        w.set_image("shortener:v3", V3);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(replicas_of(&plan, V3), Some(2));
+        assert_eq!(active(&plan), Some(V1));
+    }
+
+    fn v2_clone(w: &World) -> World {
+        World {
+            spec: w.spec.clone(),
+            status: w.status.clone(),
+            hash: w.hash,
+            observed: w.observed.clone(),
+            smoke: w.smoke.clone(),
+            sample: w.sample,
+            now: w.now,
+            paused: false,
+            retry: None,
+            budget_override: false,
+            gate: GateState::Open,
+            control: None,
+            probes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rollback_during_a_bake_takes_traffic_back_first() {
+        let mut w = World::with_v2_ready();
+        w.step();
+        assert_eq!(w.status.phase, Phase::Analyzing);
+        let plan = w.control_once(Control::RollbackTo(Target::Revision(1)));
+        assert_eq!(w.outcome(2), (Outcome::Failed, Some("Manual".into())));
+        assert_eq!(
+            active(&plan),
+            Some(V1),
+            "stable serves while revision 3 starts"
+        );
+        assert_eq!(
+            replicas_of(&plan, V1),
+            Some(2),
+            "v1 exists: scaled, not re-applied"
+        );
+        assert!(deletes(&plan, V2));
+        assert_eq!(plan.rollback.map(|r| r.reason), Some(FailureReason::Manual));
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::RolledBack);
+        assert_eq!(active(&plan), Some(V1));
+        assert_eq!(w.status.stable_revision, Some(3));
+    }
+
+    #[test]
+    fn failing_rollback_target_leaves_stable_serving() {
+        let mut w = v2_stable();
+        w.control_once(Control::RollbackTo(Target::Revision(1)));
+        w.pods(V1, 0, Some(FailureReason::CrashLoop));
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::RolledBack);
+        assert_eq!(active(&plan), Some(V2), "v2 never lost the traffic");
+        assert_eq!(w.outcome(3).0, Outcome::Failed);
+        let plan = w.step();
+        assert_eq!(active(&plan), Some(V2));
+        assert_eq!(replicas_of(&plan, V1), Some(0));
+        assert!(plan.events.is_empty());
+    }
+
+    #[test]
+    fn rollback_requests_that_cannot_be_honoured() {
+        let mut failed = World::with_v2_ready();
+        failed.smoke = SmokeResult::Failed("500".into());
+        failed.step();
+        assert_eq!(failed.outcome(2).0, Outcome::Failed);
+        let cases: [(&str, World, Control, &str); 5] = [
+            (
+                "unknown",
+                v2_stable(),
+                Control::RollbackTo(Target::Revision(9)),
+                "not in the history",
+            ),
+            (
+                "failed",
+                failed,
+                Control::RollbackTo(Target::Revision(2)),
+                "never became healthy",
+            ),
+            (
+                "serving",
+                v2_stable(),
+                Control::RollbackTo(Target::Revision(2)),
+                "already serves",
+            ),
+            (
+                "nothing earlier",
+                {
+                    let mut w = World::default_spec();
+                    w.roll_out_healthy();
+                    w
+                },
+                Control::RollbackTo(Target::Previous),
+                "no earlier healthy revision",
+            ),
+            (
+                "bad value",
+                v2_stable(),
+                Control::Invalid("shortener.dev/rollback-to must be a revision number".into()),
+                "must be a revision number",
+            ),
+        ];
+        for (name, mut w, control, says) in cases {
+            let before = w.status.history.clone();
+            let phase = w.status.phase;
+            let plan = w.control_once(control);
+            assert_eq!(
+                event_reasons(&plan),
+                vec![reason::MANUAL_CONTROL_REJECTED],
+                "{name}"
+            );
+            assert!(plan.events[0].warning, "{name}");
+            assert!(
+                plan.events[0].message.contains(says),
+                "{name}: {}",
+                plan.events[0].message
+            );
+            assert!(
+                w.status.message.contains(says),
+                "{name}: {}",
+                w.status.message
+            );
+            assert_eq!(w.status.history, before, "{name}: nothing changed");
+            assert_eq!(w.status.phase, phase, "{name}");
+        }
     }
 }
