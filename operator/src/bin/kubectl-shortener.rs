@@ -7,7 +7,18 @@ use operator::cli::{self, Cli};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = Cli::parse();
+    let args = match Cli::try_parse() {
+        Ok(args) => args,
+        // Usage errors exit 1 like every other error, as kubectl's do; --help exits 0.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli::commands::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -90,3 +90,43 @@ pub fn translate(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        let status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": code, "reason": "Forbidden",
+            "message": "shortenerreleases.shortener.dev \"web\" is forbidden",
+        }))
+        .unwrap();
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn forbidden_names_the_missing_verb_and_resource() {
+        let e = translate(
+            "prod",
+            "https://k:6443/",
+            "patch",
+            "shortenerreleases.shortener.dev",
+            api_error(403),
+        );
+        assert_eq!(
+            e.to_string(),
+            "not permitted: your account cannot patch shortenerreleases.shortener.dev in namespace \"prod\" (ask for RBAC on it)"
+        );
+        let e = translate(
+            "prod",
+            "https://k:6443/",
+            "get",
+            "configmaps",
+            api_error(401),
+        );
+        assert!(
+            e.to_string()
+                .starts_with("not connected: the API server at https://k:6443/ rejected")
+        );
+    }
+}

@@ -354,3 +354,7 @@ pub fn incident(v: &IncidentView) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;
