@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: test lint unit demo chart-test crds crd-check e2e
-test: lint unit chart-test crd-check testenv-test e2e
+test: lint unit chart-test crd-check testenv-test e2e plugin-test
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -37,6 +37,16 @@ e2e:
 	@if testenv/bin/kubectl --kubeconfig .testenv/kubeconfig get --raw /readyz >/dev/null 2>&1; then up=1; else up=0; fi; \
 	$(MAKE) --no-print-directory cluster-up || exit 1; \
 	$(CARGO) test -p operator --test e2e -- --ignored --test-threads=1; rc=$$?; \
+	[[ $$up == 1 ]] || $(MAKE) --no-print-directory cluster-down; exit $$rc
+
+# kubectl-shortener against a live release on testenv; stops the cluster afterwards only if
+# it started it.
+.PHONY: plugin-test
+plugin-test:
+	$(CARGO) build -p shortener -p operator
+	@if testenv/bin/kubectl --kubeconfig .testenv/kubeconfig get --raw /readyz >/dev/null 2>&1; then up=1; else up=0; fi; \
+	$(MAKE) --no-print-directory cluster-up || exit 1; \
+	$(CARGO) test -p operator --test plugin -- --ignored --test-threads=1; rc=$$?; \
 	[[ $$up == 1 ]] || $(MAKE) --no-print-directory cluster-down; exit $$rc
 
 # Helm chart, alert rules (promtool) and dashboard checks; no cluster needed.
