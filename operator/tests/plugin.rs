@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
-use operator::crd::{Outcome, Phase, ShortenerRelease};
+use operator::crd::{Outcome, Phase, RevisionRecord, ShortenerRelease};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -139,6 +139,11 @@ impl Env {
     }
 
     async fn apply(&self, image: &str, fault: Option<&str>) {
+        self.apply_baking(image, fault, 3).await;
+    }
+
+    /// `bake_seconds` long enough leaves time to promote or abort by hand.
+    async fn apply_baking(&self, image: &str, fault: Option<&str>, bake_seconds: i32) {
         let mut env =
             vec![json!({"name": "SHORTENER_STORE", "value": self.store.display().to_string()})];
         if let Some(f) = fault {
@@ -152,7 +157,7 @@ impl Env {
                 "image": image,
                 "replicas": 1,
                 "env": env,
-                "analysis": {"intervalSeconds": 1, "bakeSeconds": 3},
+                "analysis": {"intervalSeconds": 1, "bakeSeconds": bake_seconds},
             },
         });
         self.srs
@@ -226,6 +231,26 @@ impl Env {
         assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
         stderr.trim_end().to_string()
     }
+}
+
+fn record(sr: &ShortenerRelease, n: i64) -> Option<RevisionRecord> {
+    sr.status
+        .as_ref()?
+        .history
+        .iter()
+        .find(|r| r.revision == n)
+        .cloned()
+}
+
+fn phase(sr: &ShortenerRelease) -> Option<Phase> {
+    sr.status.as_ref().map(|s| s.phase)
+}
+
+fn newest(sr: &ShortenerRelease) -> i64 {
+    sr.status
+        .as_ref()
+        .and_then(|s| s.history.iter().map(|r| r.revision).max())
+        .unwrap_or(0)
 }
 
 /// Reads a child's stdout until a line containing `wanted` appears.
@@ -379,7 +404,7 @@ async fn plugin_commands_against_a_live_release() {
     let out = env.ok(&["pause", NAME]).await;
     assert!(
         out.starts_with(&format!(
-            "Requested pause of web in namespace {ns} (shortener.dev/paused=true).\nThe operator acts on it"
+            "Requested pause for web in namespace {ns} (shortener.dev/paused=true).\nThe operator acts on it"
         )),
         "{out}"
     );
@@ -442,7 +467,7 @@ async fn plugin_commands_against_a_live_release() {
     // retry: the same failed template is rolled out again as revision 3.
     let out = env.ok(&["retry", NAME]).await;
     assert!(
-        out.starts_with("Requested retry of the failed revision of web"),
+        out.starts_with("Requested retry of the failed revision for web"),
         "{out}"
     );
     let sr = env
@@ -465,4 +490,140 @@ async fn plugin_commands_against_a_live_release() {
             .any(|l| l.starts_with("3 ") && l.contains("shortener:v2")),
         "{table}"
     );
+
+    // RBAC: an account that may only read releases is told what it lacks.
+    let k = |args: &[&str]| run_ok(kubectl().args(["-n", &ns]).args(args));
+    k(&["create", "serviceaccount", "reader"]);
+    k(&[
+        "create",
+        "role",
+        "reader",
+        "--verb=get,list,watch",
+        "--resource=shortenerreleases.shortener.dev",
+    ]);
+    k(&[
+        "create",
+        "rolebinding",
+        "reader",
+        "--role=reader",
+        &format!("--serviceaccount={ns}:reader"),
+    ]);
+    let token = k(&["create", "token", "reader"]);
+    let kc_reader = root().join(format!(".testenv/plugin/kubeconfig-reader-{ns}"));
+    std::fs::copy(kubeconfig(), &kc_reader).unwrap();
+    let kc = |args: &[&str]| {
+        run_ok(
+            std::process::Command::new(root().join("testenv/bin/kubectl"))
+                .arg("--kubeconfig")
+                .arg(&kc_reader)
+                .args(args),
+        )
+    };
+    kc(&[
+        "config",
+        "set-credentials",
+        "reader",
+        &format!("--token={}", token.trim()),
+    ]);
+    kc(&["config", "set-context", "--current", "--user=reader"]);
+    let as_reader = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kubectl-shortener"));
+        c.arg("--kubeconfig")
+            .arg(&kc_reader)
+            .args(["-n", &ns])
+            .args(args);
+        c
+    };
+    let out = as_reader(&["status", NAME]).output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for (args, wanted) in [
+        (
+            &["pause", NAME][..],
+            format!(
+                "error: not permitted: your account cannot patch shortenerreleases.shortener.dev in namespace \"{ns}\" (ask for RBAC on it)\n"
+            ),
+        ),
+        (
+            &["incidents", NAME][..],
+            format!(
+                "error: not permitted: your account cannot get configmaps in namespace \"{ns}\" (ask for RBAC on it)\n"
+            ),
+        ),
+    ] {
+        let out = as_reader(args).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(String::from_utf8(out.stderr).unwrap(), wanted);
+    }
+    let _ = std::fs::remove_file(&kc_reader);
+
+    // rollback: a good v3 becomes stable, then revision 1's image serves again.
+    env.apply("shortener:v3", None).await;
+    let sr = env
+        .wait("v3 stable", |sr| {
+            phase(sr) == Some(Phase::Healthy)
+                && sr
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.stable_revision)
+                    .and_then(|n| record(sr, n))
+                    .is_some_and(|r| r.image == "shortener:v3")
+        })
+        .await;
+    let v3 = newest(&sr);
+    let out = env.ok(&["rollback", NAME]).await;
+    assert!(
+        out.starts_with(
+            "Requested rollback to the previous healthy revision (1) for web in namespace"
+        ),
+        "{out}"
+    );
+    let sr = env
+        .wait("manual rollback to v1 serving", |sr| {
+            phase(sr) == Some(Phase::RolledBack)
+                && record(sr, newest(sr)).is_some_and(|r| {
+                    r.revision > v3 && r.image == "shortener:v1" && r.outcome == Outcome::Promoted
+                })
+                && !sr.annotations().contains_key("shortener.dev/rollback-to")
+        })
+        .await;
+    let detail = env.ok(&["status", NAME]).await;
+    assert!(detail.contains("Phase:      RolledBack\n"), "{detail}");
+    assert!(
+        detail
+            .lines()
+            .any(|l| l.starts_with("Stable:") && l.ends_with("(shortener:v1)")),
+        "{detail}"
+    );
+
+    // abort: a revision being baked is stopped by hand.
+    env.apply_baking("shortener:v4", None, 600).await;
+    let sr = env.wait_phase(Phase::Analyzing).await;
+    let v4 = newest(&sr);
+    let out = env.ok(&["abort", NAME]).await;
+    assert!(out.contains("(shortener.dev/abort=true)"), "{out}");
+    env.wait("v4 aborted", |sr| {
+        phase(sr) == Some(Phase::RolledBack)
+            && record(sr, v4).is_some_and(|r| {
+                r.outcome == Outcome::Failed && r.reason.as_deref() == Some("Manual")
+            })
+    })
+    .await;
+
+    // promote: the rest of a long bake is skipped.
+    env.apply_baking("shortener:v5", None, 600).await;
+    let sr = env.wait_phase(Phase::Analyzing).await;
+    let v5 = newest(&sr);
+    assert!(v5 > v4);
+    let out = env.ok(&["promote", NAME]).await;
+    assert!(out.contains("(shortener.dev/promote=true)"), "{out}");
+    env.wait("v5 promoted by hand", |sr| {
+        phase(sr) == Some(Phase::Healthy)
+            && sr.status.as_ref().and_then(|s| s.stable_revision) == Some(v5)
+    })
+    .await;
+    let history: serde_json::Value =
+        serde_json::from_str(&env.ok(&["history", NAME, "-o", "json"]).await).unwrap();
+    let last = history.as_array().unwrap().last().unwrap();
+    assert_eq!(last["outcome"], "Promoted");
+    assert_eq!(last["reason"], "ManualPromote");
 }

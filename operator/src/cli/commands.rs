@@ -227,7 +227,7 @@ async fn request(conn: &Connection, name: &str, req: Request) -> Result<()> {
         None => format!("{} removed", req.annotation),
     };
     print(&format!(
-        "Requested {} of {name} in namespace {} ({written}).\nThe operator acts on it at its next reconcile; follow with: kubectl shortener -n {} status {name} --watch\n",
+        "Requested {} for {name} in namespace {} ({written}).\nThe operator acts on it at its next reconcile; follow with: kubectl shortener -n {} status {name} --watch\n",
         req.summary, conn.namespace, conn.namespace
     ))
 }
