@@ -40,6 +40,17 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = sr.name_any();
+    // A one-shot control must not be acted on twice: the cached object can still carry an
+    // annotation the previous reconcile already removed, so read the release afresh.
+    let fresh;
+    let sr = if manual::next_control(sr.annotations()).is_some() {
+        fresh = Api::<ShortenerRelease>::namespaced(ctx.client.clone(), &ns)
+            .get(&name)
+            .await?;
+        &fresh
+    } else {
+        sr
+    };
     let spec = &sr.spec;
     let hash = resources::template_hash(&resources::pod_template(&name, spec));
     let (mut observed, addresses) = observe(ctx, &ns, &name).await?;
