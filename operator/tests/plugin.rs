@@ -577,15 +577,14 @@ async fn plugin_commands_against_a_live_release() {
         ),
         "{out}"
     );
-    let sr = env
-        .wait("manual rollback to v1 serving", |sr| {
-            phase(sr) == Some(Phase::RolledBack)
-                && record(sr, newest(sr)).is_some_and(|r| {
-                    r.revision > v3 && r.image == "shortener:v1" && r.outcome == Outcome::Promoted
-                })
-                && !sr.annotations().contains_key("shortener.dev/rollback-to")
-        })
-        .await;
+    env.wait("manual rollback to v1 serving", |sr| {
+        phase(sr) == Some(Phase::RolledBack)
+            && record(sr, newest(sr)).is_some_and(|r| {
+                r.revision > v3 && r.image == "shortener:v1" && r.outcome == Outcome::Promoted
+            })
+            && !sr.annotations().contains_key("shortener.dev/rollback-to")
+    })
+    .await;
     let detail = env.ok(&["status", NAME]).await;
     assert!(detail.contains("Phase:      RolledBack\n"), "{detail}");
     assert!(
