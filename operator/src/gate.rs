@@ -11,6 +11,7 @@ pub mod reason {
     pub const AWAITING_PROMOTION: &str = "AwaitingPromotion";
     pub const PROMOTION_GATE_NOT_FOUND: &str = "PromotionGateNotFound";
     pub const PROMOTION_GATE_CYCLE: &str = "PromotionGateCycle";
+    pub const PROMOTION_GATE_FORBIDDEN: &str = "PromotionGateForbidden";
 }
 
 /// Whether this release may roll its image out.
@@ -30,6 +31,8 @@ pub enum GateState {
     NotFound { gate: String },
     /// The gate is this release, or the gate's own gate is this release.
     Cycle { gate: String },
+    /// The operator may not read the gate (RBAC in the gate's namespace).
+    Forbidden { gate: String },
 }
 
 impl GateState {
@@ -43,6 +46,7 @@ impl GateState {
             GateState::Awaiting { .. } => Some(reason::AWAITING_PROMOTION),
             GateState::NotFound { .. } => Some(reason::PROMOTION_GATE_NOT_FOUND),
             GateState::Cycle { .. } => Some(reason::PROMOTION_GATE_CYCLE),
+            GateState::Forbidden { .. } => Some(reason::PROMOTION_GATE_FORBIDDEN),
         }
     }
 
@@ -62,6 +66,10 @@ impl GateState {
             }
             GateState::Cycle { gate } => format!(
                 "promotion gate {gate} leads back to this release; remove spec.promotion from one of them"
+            ),
+            GateState::Forbidden { gate } => format!(
+                "the operator may not read promotion gate {gate}; grant it get on \
+                 shortenerreleases in that namespace"
             ),
         }
     }
@@ -314,6 +322,11 @@ mod tests {
             "{msg}"
         );
         assert_eq!(awaiting.reason(), Some("AwaitingPromotion"));
+        let forbidden = GateState::Forbidden {
+            gate: "staging/web".into(),
+        };
+        assert_eq!(forbidden.reason(), Some("PromotionGateForbidden"));
+        assert!(forbidden.message().contains("staging/web"));
     }
 
     #[test]

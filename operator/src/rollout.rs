@@ -2270,6 +2270,12 @@ mod tests {
                 },
                 "PromotionGateCycle",
             ),
+            (
+                GateState::Forbidden {
+                    gate: "staging/web".into(),
+                },
+                "PromotionGateForbidden",
+            ),
         ];
         for (gate, why) in cases {
             let mut w = World::default_spec();
