@@ -873,6 +873,8 @@ impl<'a> Decider<'a> {
 
     /// Nothing new starts: the stable revision (if any) keeps serving, the rest goes.
     fn hold(&mut self) {
+        // A retry asked for now is kept for when the hold ends, not spent on it.
+        self.st.observed_retry = self.input.status.observed_retry.clone();
         self.frozen = true;
         self.active = self.stable_hash();
         self.check_serving();
@@ -2634,5 +2636,23 @@ mod tests {
             assert_eq!(w.status.history, before, "{name}: nothing changed");
             assert_eq!(w.status.phase, phase, "{name}");
         }
+    }
+
+    #[test]
+    fn retry_asked_while_gated_waits_for_the_gate() {
+        let mut w = World::with_v2_ready();
+        w.smoke = SmokeResult::Failed("500".into());
+        w.step();
+        assert_eq!(w.outcome(2).0, Outcome::Failed);
+        w.smoke = SmokeResult::Passed;
+        w.gate = awaiting("shortener:v2", Some("shortener:v1"));
+        w.retry = Some("1".into());
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Blocked);
+        assert!(!applies(&plan, V2) || replicas_of(&plan, V2) == Some(0));
+        w.gate = GateState::Open;
+        w.step();
+        assert_eq!(w.status.phase, Phase::Progressing, "the retry still counts");
+        assert_eq!(w.status.current_revision, Some(3));
     }
 }
