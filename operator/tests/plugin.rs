@@ -64,16 +64,23 @@ where
     }
 }
 
-/// Deletes the namespace (and with it the release) even when an assertion fails.
-struct NamespaceGuard(String);
+/// Deletes the namespace (and with it the release) and the shortener's store even when an
+/// assertion fails; the operator log is kept for whoever debugs a failure.
+struct NamespaceGuard {
+    ns: String,
+    store: PathBuf,
+}
 
 impl Drop for NamespaceGuard {
     fn drop(&mut self) {
         let _ = kubectl()
-            .args(["delete", "namespace", &self.0, "--wait=false"])
+            .args(["delete", "namespace", &self.ns, "--wait=false"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.store.display()));
+        }
     }
 }
 
@@ -110,9 +117,12 @@ impl Env {
                 % 1_000_000
         );
         run_ok(kubectl().args(["create", "namespace", &ns]));
-        let guard = NamespaceGuard(ns.clone());
         // Under .testenv/plugin/, which cluster-up does not wipe.
         let dir = root().join(".testenv/plugin");
+        let guard = NamespaceGuard {
+            ns: ns.clone(),
+            store: dir.join(format!("{ns}.db")),
+        };
         std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::File::create(dir.join(format!("operator-{ns}.log"))).unwrap();
         let operator = Command::new(env!("CARGO_BIN_EXE_operator"))
@@ -131,7 +141,7 @@ impl Env {
         let client = Client::try_from(config).unwrap();
         Env {
             srs: Api::namespaced(client, &ns),
-            store: dir.join(format!("{ns}.db")),
+            store: guard.store.clone(),
             ns,
             _operator: operator,
             _guard: guard,
