@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: test lint unit demo chart-test crds crd-check e2e
-test: lint unit chart-test crd-check testenv-test e2e plugin-test
+test: lint unit crd-check chart-test testenv-test e2e plugin-test chart-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
