@@ -20,6 +20,7 @@ demo:
 .PHONY: bench
 bench:
 	bash scripts/bench-shortener.sh
+	$(CARGO) bench -p operator --bench incident_filter
 
 # The CRD YAML is generated from operator/src/crd.rs and checked in.
 CRD_YAML := crds/shortenerreleases.shortener.dev.yaml
