@@ -1117,3 +1117,152 @@ async fn s11_exhausted_budget_freezes_the_next_release_until_overridden() {
     assert_eq!(st.stable_revision, Some(3));
     env.cleanup().await;
 }
+
+/// Production gated on staging (issue 7): production waits while staging bakes an image,
+/// proceeds by itself once staging is Healthy with it, and never deploys an image that
+/// failed in staging. Both releases live in the scenario's namespace, under one operator.
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s12_production_waits_for_staging_and_never_gets_what_failed_there() {
+    const PROD: &str = "web-production";
+    let env = Env::new("gate").await;
+    let prod_store = format!("{}-production.db", env.store.display());
+    let prod_spec = |image: &str| {
+        let mut spec = env.spec(image, &[]);
+        spec["env"] = json!([{"name": "SHORTENER_STORE", "value": prod_store}]);
+        spec["promotion"] = json!({"requires": {"name": NAME}});
+        spec
+    };
+    let apply_prod = |image: &str| {
+        let sr = json!({
+            "apiVersion": "shortener.dev/v1alpha1",
+            "kind": "ShortenerRelease",
+            "metadata": {"name": PROD},
+            "spec": prod_spec(image),
+        });
+        let srs = env.srs.clone();
+        async move {
+            srs.patch(PROD, &PatchParams::apply("e2e").force(), &Patch::Apply(&sr))
+                .await
+                .unwrap();
+        }
+    };
+    let wait_prod = |what: &'static str, timeout: Duration, pred: fn(&ShortenerRelease) -> bool| {
+        let srs = env.srs.clone();
+        eventually(what, timeout, move || {
+            let srs = srs.clone();
+            async move {
+                let sr = srs.get(PROD).await.ok()?;
+                let st = sr.status.as_ref()?;
+                (st.observed_generation == sr.metadata.generation && pred(&sr)).then_some(sr)
+            }
+        })
+    };
+    fn progressing_reason(sr: &ShortenerRelease) -> Option<&str> {
+        sr.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .map(|c| c.reason.as_str())
+    }
+    fn images(sr: &ShortenerRelease) -> Vec<&str> {
+        sr.status
+            .as_ref()
+            .map(|s| s.history.iter().map(|r| r.image.as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    // Production first: its gate does not exist yet.
+    apply_prod("shortener:v1").await;
+    wait_prod(
+        "production blocked on a missing gate",
+        Duration::from_secs(30),
+        |sr| progressing_reason(sr) == Some("PromotionGateNotFound"),
+    )
+    .await;
+
+    // Staging appears with v1: production waits for its bake, then starts by itself.
+    env.apply(env.spec("shortener:v1", &[])).await.unwrap();
+    let sr = wait_prod(
+        "production awaiting promotion",
+        Duration::from_secs(30),
+        |sr| progressing_reason(sr) == Some("AwaitingPromotion"),
+    )
+    .await;
+    let st = sr.status.unwrap();
+    assert_eq!(st.phase, Phase::Blocked);
+    assert!(st.history.is_empty(), "nothing started: {:?}", st.history);
+    assert!(
+        st.message.contains(NAME) && st.message.contains("shortener:v1"),
+        "{}",
+        st.message
+    );
+    env.wait_outcome(1, Outcome::Promoted).await;
+    // Well inside the operator's 30 s fallback requeue: the watch on staging woke it.
+    wait_prod(
+        "production started after staging",
+        Duration::from_secs(15),
+        |sr| !images(sr).is_empty(),
+    )
+    .await;
+    wait_prod("production Healthy on v1", Duration::from_secs(120), |sr| {
+        sr.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Healthy)
+    })
+    .await;
+
+    // v2 fails its smoke test in staging: production, given the same image, never runs it.
+    env.apply(env.spec("shortener:v2", &[("SHORTENER_FAULT", "shorten-500")]))
+        .await
+        .unwrap();
+    apply_prod("shortener:v2").await;
+    let staging = env.wait_outcome(2, Outcome::Failed).await;
+    assert_eq!(
+        revision_outcome(&staging, 2).1.as_deref(),
+        Some("SmokeTestFailed")
+    );
+    let sr = wait_prod(
+        "production still waiting on v2",
+        Duration::from_secs(30),
+        |sr| progressing_reason(sr) == Some("AwaitingPromotion"),
+    )
+    .await;
+    assert_eq!(images(&sr), vec!["shortener:v1"]);
+
+    // v3 works in staging: production takes it after staging's bake, skipping v2 for good.
+    env.apply(env.spec("shortener:v3", &[])).await.unwrap();
+    apply_prod("shortener:v3").await;
+    env.wait_outcome(3, Outcome::Promoted).await;
+    let sr = wait_prod("production Healthy on v3", Duration::from_secs(150), |sr| {
+        sr.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Healthy && images(sr).contains(&"shortener:v3"))
+    })
+    .await;
+    assert_eq!(images(&sr), vec!["shortener:v1", "shortener:v3"]);
+    let prod_images: Vec<String> = Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={PROD}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|d| {
+            d.spec
+                .template
+                .spec
+                .map(|s| s.containers)
+                .unwrap_or_default()
+        })
+        .filter_map(|c| c.image)
+        .collect();
+    assert!(
+        !prod_images.iter().any(|i| i == "shortener:v2"),
+        "{prod_images:?}"
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{prod_store}{suffix}"));
+    }
+    env.cleanup().await;
+}
