@@ -5,11 +5,13 @@
 //! its own operator process watching only that namespace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use support::{eventually, kubeconfig, root};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Service};
@@ -24,17 +26,6 @@ use tokio::sync::Mutex;
 
 const NAME: &str = "web";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn kubeconfig() -> PathBuf {
-    root().join(".testenv/kubeconfig")
-}
-
 async fn client() -> Client {
     let kc = Kubeconfig::read_from(kubeconfig()).expect("testenv kubeconfig");
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -44,24 +35,6 @@ async fn client() -> Client {
 }
 
 /// Polls `f` until it returns Some, failing the test after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 static CLUSTER: Mutex<bool> = Mutex::const_new(false);
 
 /// Starts testenv unless it is up, and installs the CRD (every time: the shared cluster

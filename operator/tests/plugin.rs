@@ -4,9 +4,11 @@
 //! Run with `make plugin-test` (builds, starts testenv if needed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+use std::path::PathBuf;
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{eventually, kubeconfig, root};
 
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -17,17 +19,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const NAME: &str = "web";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn kubeconfig() -> PathBuf {
-    root().join(".testenv/kubeconfig")
-}
 
 fn kubectl() -> std::process::Command {
     let mut c = std::process::Command::new(root().join("testenv/bin/kubectl"));
@@ -46,24 +37,6 @@ fn run_ok(cmd: &mut std::process::Command) -> String {
 }
 
 /// Polls `f` until it returns Some, failing the test after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Deletes the namespace (and with it the release) and the shortener's store even when an
 /// assertion fails; the operator log is kept for whoever debugs a failure.
 struct NamespaceGuard {

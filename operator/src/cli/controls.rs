@@ -6,15 +6,10 @@
 
 use serde_json::{Value, json};
 
+// The operator's own names: the plugin writes exactly what the operator consumes.
 use crate::apply::{ANNOTATION_PAUSED, ANNOTATION_RETRY};
 use crate::crd::{Outcome, Phase, ShortenerReleaseStatus};
-
-/// Revision number to return to, or "previous".
-pub const ANNOTATION_ROLLBACK_TO: &str = "shortener.dev/rollback-to";
-/// "true": end the bake now and make the current revision stable.
-pub const ANNOTATION_PROMOTE: &str = "shortener.dev/promote";
-/// "true": stop the rollout in progress.
-pub const ANNOTATION_ABORT: &str = "shortener.dev/abort";
+use crate::manual::{ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_ROLLBACK_TO};
 
 /// One annotation write the plugin asks the operator to act on.
 #[derive(Debug, Clone, PartialEq)]
