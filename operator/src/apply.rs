@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::capture;
 use crate::controller::{Context, Error, Result};
-use crate::crd::{Phase, ShortenerRelease};
+use crate::crd::{Phase, ShortenerRelease, Strategy};
 use crate::gate::{self, GateState, GateView};
 use crate::manual;
 use crate::probes;
@@ -53,7 +53,8 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
     };
     let spec = &sr.spec;
     let hash = resources::template_hash(&resources::pod_template(&name, spec));
-    let (mut observed, addresses) = observe(ctx, &ns, &name).await?;
+    let rolling = spec.strategy == Strategy::Rolling;
+    let (mut observed, addresses) = observe(ctx, &ns, &name, rolling).await?;
     let status = sr.status.clone().unwrap_or_default();
     let paused = sr.annotations().get(ANNOTATION_PAUSED).map(String::as_str) == Some("true");
     let retry = sr.annotations().get(ANNOTATION_RETRY).cloned();
@@ -139,10 +140,13 @@ async fn read_gate(
 }
 
 /// Reads the release's Deployments and pods into the decision's terms.
+/// A `Rolling` release has one Deployment for all revisions: its pods say which revision
+/// they run.
 async fn observe(
     ctx: &Context,
     ns: &str,
     name: &str,
+    rolling: bool,
 ) -> Result<(Observed, BTreeMap<String, PodAddresses>)> {
     let selector = format!("{LABEL_INSTANCE}={name},{}", owned_selector());
     let lp = ListParams::default().labels(&selector);
@@ -155,8 +159,24 @@ async fn observe(
 
     let mut observed = Observed::default();
     for d in &deployments {
-        if let Some(hash) = d.labels().get(LABEL_REVISION) {
+        let template_hash = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(LABEL_REVISION));
+        if let Some(hash) = d.labels().get(LABEL_REVISION).or(template_hash) {
             observed.revisions.entry(hash.clone()).or_default();
+        }
+    }
+    if rolling {
+        for pod in &pods {
+            if pod.metadata.deletion_timestamp.is_none()
+                && let Some(hash) = pod.labels().get(LABEL_REVISION)
+            {
+                observed.revisions.entry(hash.clone()).or_default();
+            }
         }
     }
     let mut addresses: BTreeMap<String, PodAddresses> = BTreeMap::new();
@@ -318,14 +338,18 @@ async fn execute(
 
     if let Some(routing) = &plan.routing {
         let services = Api::<Service>::namespaced(client.clone(), ns);
-        let active = resources::service(
-            name,
-            name,
-            ns,
-            sr.spec.port,
-            routing.active.as_deref(),
-            owner.clone(),
-        );
+        let active = if sr.spec.strategy == Strategy::Rolling {
+            resources::release_service(name, ns, sr.spec.port, owner.clone())
+        } else {
+            resources::service(
+                name,
+                name,
+                ns,
+                sr.spec.port,
+                routing.active.as_deref(),
+                owner.clone(),
+            )
+        };
         services.patch(name, &pp, &Patch::Apply(&active)).await?;
         if let Some(rb) = &plan.rollback {
             let secs = (Timestamp::now().as_millisecond() - rb.detected_at.as_millisecond()) as f64
@@ -362,7 +386,19 @@ async fn execute(
     }
 
     let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    if sr.spec.strategy == Strategy::Rolling {
+        apply_rolling(sr, ctx, ns, name, plan, owner.clone()).await?;
+    }
     for action in &plan.deployments {
+        if sr.spec.strategy == Strategy::Rolling {
+            if let DeploymentAction::Delete { hash } = action
+                && let Ok(mut b) = ctx.baselines.lock()
+            {
+                let prefix = format!("{ns}/{name}/{hash}/");
+                b.retain(|k, _| !k.starts_with(&prefix));
+            }
+            continue;
+        }
         match action {
             DeploymentAction::Apply { hash, replicas } => {
                 let d = resources::deployment(name, ns, &sr.spec, hash, *replicas, owner.clone());
@@ -460,6 +496,73 @@ async fn execute(
     }
     ctx.metrics.set_phase(ns, name, plan.status.phase);
     Ok(())
+}
+
+/// Points the one Deployment of a `Rolling` release at the revision the plan runs; a
+/// rollback re-applies the pod template that ran under the stable revision's hash, taken
+/// from the ReplicaSet Kubernetes kept for it.
+async fn apply_rolling(
+    sr: &ShortenerRelease,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    plan: &Plan,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> Result<()> {
+    let Some(target) = rollout::rolling_target(plan) else {
+        return Ok(());
+    };
+    let mut spec = sr.spec.clone();
+    let mut template = None;
+    if let Some(image) = &target.image {
+        spec.image = image.clone();
+        template = earlier_template(ctx, ns, name, &target.hash).await?;
+        if template.is_none() {
+            warn!(revision = %target.hash, "no ReplicaSet kept its pod template; rebuilt from the spec with its image");
+        }
+    }
+    let d = resources::rolling_deployment(
+        name,
+        ns,
+        &spec,
+        &target.hash,
+        target.replicas,
+        template,
+        owner,
+    );
+    Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&d),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The pod template that ran under `hash`, without the label Kubernetes adds to it.
+async fn earlier_template(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    hash: &str,
+) -> Result<Option<PodTemplateSpec>> {
+    let lp =
+        ListParams::default().labels(&format!("{LABEL_INSTANCE}={name},{LABEL_REVISION}={hash}"));
+    let sets = Api::<ReplicaSet>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?;
+    Ok(sets
+        .items
+        .into_iter()
+        .filter_map(|rs| rs.spec.template)
+        .next()
+        .map(|mut t| {
+            if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+                labels.remove("pod-template-hash");
+            }
+            t
+        }))
 }
 
 /// Log excerpt, ConfigMap, `status.lastIncident.logExcerptRef` and webhook for a failure.

@@ -80,10 +80,18 @@ pub struct ShortenerReleaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
 
-    /// Rollout strategy. Default `BlueGreen`. `Rolling` is accepted by the schema but not
-    /// implemented yet: such a release is `Blocked` with reason `StrategyNotSupported`.
+    /// Rollout strategy. Default `BlueGreen`. `Rolling` updates one Deployment in place
+    /// (no spare capacity needed) and tunes it with `spec.rolling`. Immutable: create a new
+    /// ShortenerRelease to switch strategy.
     #[serde(default)]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.strategy is immutable; create a new ShortenerRelease to switch strategy"))]
     pub strategy: Strategy,
+
+    /// Pace of a `Rolling` rollout; ignored by `BlueGreen`. Default: maxSurge `25%`,
+    /// maxUnavailable `0`.
+    #[serde(default)]
+    #[x_kube(validation = kube::core::Rule::new("!((self.maxSurge == '0' || self.maxSurge == '0%') && (self.maxUnavailable == '0' || self.maxUnavailable == '0%'))").message("spec.rolling: maxSurge and maxUnavailable must not both be 0"))]
+    pub rolling: RollingSpec,
 
     /// Seconds a new revision may take to become ready and pass its smoke test before it
     /// fails with `ProgressDeadlineExceeded`, 10..=3600. Default 120. Crash loops and
@@ -173,8 +181,42 @@ pub enum Strategy {
     /// New revision alongside the old one; the active Service switches in one write.
     #[default]
     BlueGreen,
-    /// Not implemented yet (the release is Blocked).
+    /// One Deployment updated in place by a Kubernetes rolling update: for users without
+    /// spare capacity. New pods take traffic as soon as they are ready.
     Rolling,
+}
+
+/// How fast a `Rolling` rollout replaces pods: Kubernetes' RollingUpdate parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingSpec {
+    /// Pods above `spec.replicas` during the rollout, a count (`1`) or a percentage
+    /// (`25%`, rounded up). Default `25%`.
+    #[serde(default = "default_max_surge")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9]{1,3}%?$')").message("spec.rolling.maxSurge must be a count like 1 or a percentage like 25%"))]
+    pub max_surge: String,
+    /// Pods below `spec.replicas` during the rollout, a count or a percentage (rounded
+    /// down). Default `0`: never less capacity than asked for.
+    #[serde(default = "default_max_unavailable")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9]{1,3}%?$')").message("spec.rolling.maxUnavailable must be a count like 1 or a percentage like 25%"))]
+    pub max_unavailable: String,
+}
+
+impl Default for RollingSpec {
+    fn default() -> Self {
+        Self {
+            max_surge: default_max_surge(),
+            max_unavailable: default_max_unavailable(),
+        }
+    }
+}
+
+fn default_max_surge() -> String {
+    "25%".into()
+}
+
+fn default_max_unavailable() -> String {
+    "0".into()
 }
 
 /// Checks a new revision must pass before it takes traffic.
@@ -618,6 +660,8 @@ mod tests {
         assert!(crd.contains("\"shortNames\":[\"sr\"]"));
         assert!(crd.contains("spec.image must be"));
         assert!(crd.contains("spec.port is immutable"));
+        assert!(crd.contains("spec.strategy is immutable"));
+        assert!(crd.contains("maxSurge and maxUnavailable must not both be 0"));
         assert!(crd.contains("x-kubernetes-validations"));
         assert!(crd.contains("\"status\":{}"));
     }

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, Service, ServicePort, ServiceSpec,
@@ -165,6 +167,77 @@ pub fn deployment(
         },
         status: None,
     }
+}
+
+/// The one Deployment of a `Rolling` release, named like the release: Kubernetes rolls its
+/// pods from one template to the next. `template` is a pod template to run again (the
+/// stable revision's, on a rollback); `None` builds it from `spec`.
+pub fn rolling_deployment(
+    name: &str,
+    namespace: &str,
+    spec: &ShortenerReleaseSpec,
+    hash: &str,
+    replicas: i32,
+    template: Option<PodTemplateSpec>,
+    owner: OwnerReference,
+) -> Deployment {
+    let mut template = template.unwrap_or_else(|| pod_template(name, spec));
+    template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels = Some(revision_labels(name, hash));
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(base_labels(name)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            // The revision label changes with every rollout, and a selector cannot.
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    LABEL_INSTANCE.to_string(),
+                    name.to_string(),
+                )])),
+                ..Default::default()
+            },
+            template,
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(int_or_percent(&spec.rolling.max_surge)),
+                    max_unavailable: Some(int_or_percent(&spec.rolling.max_unavailable)),
+                }),
+            }),
+            progress_deadline_seconds: Some(spec.progress_deadline_seconds),
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// `"25%"` stays a percentage, `"1"` becomes a count (the schema allows nothing else).
+fn int_or_percent(v: &str) -> IntOrString {
+    match v.parse::<i32>() {
+        Ok(n) => IntOrString::Int(n),
+        Err(_) => IntOrString::String(v.to_string()),
+    }
+}
+
+/// The active Service of a `Rolling` release: every ready pod of the release, whatever its
+/// revision, since old and new pods share the traffic while Kubernetes rolls them.
+pub fn release_service(name: &str, namespace: &str, port: i32, owner: OwnerReference) -> Service {
+    let mut svc = service(name, name, namespace, port, None, owner);
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.selector = Some(BTreeMap::from([(
+            LABEL_INSTANCE.to_string(),
+            name.to_string(),
+        )]));
+    }
+    svc
 }
 
 /// The active (`<name>`) or preview (`<name>-preview`) Service, selecting one revision.

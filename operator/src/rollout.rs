@@ -60,7 +60,6 @@ pub mod reason {
     pub const HEALTHY: &str = "Healthy";
     pub const WAITING_FOR_PODS: &str = "WaitingForPods";
     pub const BAKING: &str = "Baking";
-    pub const STRATEGY_NOT_SUPPORTED: &str = "StrategyNotSupported";
     pub const PAUSED: &str = "Paused";
     pub const PENDING: &str = "Pending";
     pub const AS_EXPECTED: &str = "AsExpected";
@@ -325,23 +324,6 @@ impl<'a> Decider<'a> {
             );
             return None;
         }
-        if input.spec.strategy == Strategy::Rolling {
-            self.touch = false;
-            if self.st.phase != Phase::Blocked {
-                self.event(
-                    true,
-                    reason::STRATEGY_NOT_SUPPORTED,
-                    "strategy Rolling is not supported yet".into(),
-                );
-            }
-            self.set_phase(
-                Phase::Blocked,
-                reason::STRATEGY_NOT_SUPPORTED,
-                "spec.strategy Rolling is not supported yet; use BlueGreen".into(),
-            );
-            return None;
-        }
-
         let retry_requested =
             input.retry.is_some() && input.retry.map(str::to_string) != self.st.observed_retry;
         self.st.observed_retry = input.retry.map(str::to_string);
@@ -814,12 +796,14 @@ impl<'a> Decider<'a> {
         let Some(active) = self.active.as_ref() else {
             return;
         };
-        let ready = self
-            .input
-            .observed
-            .revisions
-            .get(active)
-            .map_or(0, |r| r.ready_pods);
+        let revisions = &self.input.observed.revisions;
+        // A Rolling release's Service selects every pod of the release: old and new pods
+        // serve together while Kubernetes replaces one with the other.
+        let ready = if self.input.spec.strategy == Strategy::Rolling {
+            revisions.values().map(|r| r.ready_pods).sum()
+        } else {
+            revisions.get(active).map_or(0, |r| r.ready_pods)
+        };
         self.health = if ready > 0 {
             Health::Up
         } else {
@@ -1397,6 +1381,71 @@ impl<'a> Decider<'a> {
         self.st.budget = Some(b);
         charged
     }
+}
+
+/// What the one Deployment of a `Rolling` release runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RollingTarget {
+    /// Pod template hash of the revision to run.
+    pub hash: String,
+    /// The revision's image when it is not the spec's template: the pod template is then
+    /// the one that ran under `hash` before (a rollback re-applies it).
+    pub image: Option<String>,
+    pub replicas: i32,
+}
+
+/// Folds a plan written for one Deployment per revision into the one Deployment of a
+/// `Rolling` release: the revision being rolled out when it should run, else the stable
+/// one (a rollback), else the spec's at the replicas the plan gives it. `None`: leave the
+/// Deployment as it is (paused, nothing planned).
+pub fn rolling_target(plan: &Plan) -> Option<RollingTarget> {
+    let stable = plan
+        .status
+        .stable_revision
+        .and_then(|n| plan.status.history.iter().find(|r| r.revision == n))
+        .map(|r| r.pod_template_hash.clone());
+    let image_of = |hash: &str| {
+        plan.status
+            .history
+            .iter()
+            .rev()
+            .find(|r| r.pod_template_hash == hash)
+            .map(|r| r.image.clone())
+    };
+    let target = |action: &DeploymentAction| match action {
+        DeploymentAction::Apply { hash, replicas } => Some(RollingTarget {
+            hash: hash.clone(),
+            image: None,
+            replicas: *replicas,
+        }),
+        DeploymentAction::Scale { hash, replicas } => Some(RollingTarget {
+            hash: hash.clone(),
+            image: image_of(hash),
+            replicas: *replicas,
+        }),
+        DeploymentAction::Restore {
+            hash,
+            image,
+            replicas,
+        } => Some(RollingTarget {
+            hash: hash.clone(),
+            image: Some(image.clone()),
+            replicas: *replicas,
+        }),
+        DeploymentAction::Delete { .. } => None,
+    };
+    let running: Vec<RollingTarget> = plan
+        .deployments
+        .iter()
+        .filter_map(target)
+        .filter(|t| t.replicas > 0)
+        .collect();
+    running
+        .iter()
+        .find(|t| Some(&t.hash) != stable.as_ref())
+        .or_else(|| running.first())
+        .cloned()
+        .or_else(|| plan.deployments.iter().find_map(target))
 }
 
 /// 15 minutes: what the schema's default allows, used if the spec cannot be parsed.
@@ -2047,13 +2096,6 @@ mod tests {
         w.paused = false;
         w.step();
         assert_eq!(w.status.phase, Phase::Analyzing, "resumes where it stopped");
-
-        let mut w = World::default_spec();
-        w.spec.strategy = Strategy::Rolling;
-        let plan = w.step();
-        assert_eq!(w.status.phase, Phase::Blocked);
-        assert_eq!(w.condition("Ready").reason, reason::STRATEGY_NOT_SUPPORTED);
-        assert!(plan.routing.is_none() && plan.deployments.is_empty());
     }
 
     #[test]
@@ -2654,5 +2696,148 @@ mod tests {
         w.step();
         assert_eq!(w.status.phase, Phase::Progressing, "the retry still counts");
         assert_eq!(w.status.current_revision, Some(3));
+    }
+
+    // Rolling: the same decisions, folded onto one Deployment by `rolling_target`.
+
+    fn rolling_world() -> World {
+        let mut w = World::default_spec();
+        w.spec.strategy = Strategy::Rolling;
+        w
+    }
+
+    fn target(plan: &Plan) -> (String, Option<String>, i32) {
+        let t = rolling_target(plan).unwrap();
+        (t.hash, t.image, t.replicas)
+    }
+
+    fn runs(hash: &str, image: Option<&str>) -> (String, Option<String>, i32) {
+        (hash.to_string(), image.map(str::to_string), 2)
+    }
+
+    #[test]
+    fn rolling_first_release_runs_the_spec_and_becomes_healthy() {
+        let mut w = rolling_world();
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(target(&plan), runs(V1, None));
+        w.pods(V1, 2, None);
+        let plan = w.step();
+        assert_eq!(
+            w.probes.len(),
+            1,
+            "smoke test as soon as the pods are ready"
+        );
+        assert_eq!(w.status.phase, Phase::Analyzing);
+        assert_eq!(target(&plan), runs(V1, None));
+        w.advance(5);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Healthy);
+        assert_eq!(w.status.stable_revision, Some(1));
+        assert_eq!(target(&plan), runs(V1, None));
+    }
+
+    #[test]
+    fn rolling_good_update_replaces_pods_without_counting_downtime() {
+        let mut w = rolling_world();
+        w.roll_out_healthy();
+        w.set_image("shortener:v2", V2);
+        let plan = w.step();
+        assert_eq!(target(&plan), runs(V2, None), "the new template rolls in");
+        // Half-way: one old pod left, one new one ready.
+        w.pods(V1, 1, None);
+        w.pods(V2, 1, None);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(target(&plan), runs(V2, None));
+        // Kubernetes retired the last old pod: the release still serves through v2's.
+        w.pods(V1, 0, None);
+        w.pods(V2, 2, None);
+        let mut charged = 0;
+        for _ in 0..8 {
+            let plan = w.step();
+            charged += plan.downtime_charged;
+            w.advance(1);
+        }
+        assert_eq!(w.status.phase, Phase::Healthy);
+        assert_eq!(w.status.stable_revision, Some(2));
+        assert_eq!(charged, 0);
+        assert!(budget(&w).ledger.open_outage.is_none());
+        assert_eq!(target(&w.step()), runs(V2, None));
+    }
+
+    #[test]
+    fn rolling_failures_reapply_the_stable_template() {
+        // (fault on v2, failure seen after promotion, expected reason)
+        let cases = [
+            (
+                Some(FailureReason::CrashLoop),
+                false,
+                FailureReason::CrashLoop,
+            ),
+            (
+                Some(FailureReason::ImagePullFailed),
+                false,
+                FailureReason::ImagePullFailed,
+            ),
+            (None, true, FailureReason::AnalysisFailed),
+        ];
+        for (pod_failure, bad_metrics, why) in cases {
+            let mut w = rolling_world();
+            w.roll_out_healthy();
+            w.set_image("shortener:v2", V2);
+            w.step();
+            if bad_metrics {
+                w.pods(V2, 2, None);
+                w.pods(V1, 0, None);
+                w.step();
+                assert_eq!(w.status.phase, Phase::Analyzing);
+                w.sample = AnalysisSample {
+                    requests: 100,
+                    errors: 50,
+                };
+            } else {
+                w.pods(V2, 0, pod_failure);
+            }
+            let mut plan = w.step();
+            for _ in 0..5 {
+                if w.status.phase != Phase::Analyzing {
+                    break;
+                }
+                w.advance(1);
+                plan = w.step();
+            }
+            assert_eq!(w.status.phase, Phase::RolledBack, "{why:?}");
+            assert_eq!(w.outcome(2), (Outcome::Failed, Some(why.as_str().into())));
+            assert_eq!(w.status.stable_revision, Some(1));
+            assert_eq!(plan.failure, Some(why));
+            assert_eq!(
+                target(&plan),
+                runs(V1, Some("shortener:v1")),
+                "{why:?}: v1's template again"
+            );
+            // The spec still names v2: it stays failed and v1 keeps running.
+            w.advance(1);
+            let plan = w.step();
+            assert_eq!(w.status.phase, Phase::RolledBack);
+            assert_eq!(target(&plan), runs(V1, Some("shortener:v1")));
+        }
+    }
+
+    #[test]
+    fn rolling_first_release_failing_is_scaled_to_zero() {
+        let mut w = rolling_world();
+        w.step();
+        w.pods(V1, 0, Some(FailureReason::CrashLoop));
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Degraded);
+        assert_eq!(target(&plan), (V1.to_string(), None, 0));
+    }
+
+    #[test]
+    fn rolling_paused_leaves_the_deployment_alone() {
+        let mut w = rolling_world();
+        w.paused = true;
+        assert_eq!(rolling_target(&w.step()), None);
     }
 }

@@ -1239,3 +1239,92 @@ async fn s12_production_waits_for_staging_and_never_gets_what_failed_there() {
     }
     env.cleanup().await;
 }
+
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s13_rolling_release_rolls_back_a_crash_loop_in_place() {
+    let env = Env::new("s13").await;
+    let rolling = |image: &str, vars: &[(&str, &str)]| {
+        let mut spec = env.spec(image, vars);
+        spec["strategy"] = json!("Rolling");
+        spec
+    };
+    env.apply(rolling("shortener:v1", &[])).await.unwrap();
+    env.wait_outcome(1, Outcome::Promoted).await;
+    let sr = env
+        .wait_phase(Phase::Healthy, Duration::from_secs(30))
+        .await;
+    let v1_hash = sr.status.unwrap().history[0].pod_template_hash.clone();
+
+    let traffic = Traffic::start(env.active_address().await);
+    traffic.more(20).await;
+    env.apply(rolling(
+        "shortener:v2",
+        &[("SHORTENER_FAULT", "crash-on-start")],
+    ))
+    .await
+    .unwrap();
+    let sr = env.wait_outcome(2, Outcome::Failed).await;
+    assert_eq!(revision_outcome(&sr, 2).1.as_deref(), Some("CrashLoop"));
+    let st = sr.status.unwrap();
+    assert_eq!(st.phase, Phase::RolledBack);
+    assert_eq!(st.stable_revision, Some(1));
+
+    // One Deployment, back on v1's pod template (without v2's fault), all of it ready.
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), &env.ns);
+    eventually(
+        "the Deployment runs v1's template again",
+        Duration::from_secs(60),
+        || async {
+            let list = deployments.list(&ListParams::default()).await.ok()?;
+            let [d] = list.items.as_slice() else {
+                return None;
+            };
+            let t = &d.spec.template;
+            let labels = t.metadata.as_ref()?.labels.as_ref()?;
+            let c = &t.spec.as_ref()?.containers[0];
+            let faulty = c.env.iter().flatten().any(|e| e.name == "SHORTENER_FAULT");
+            let status = d.status.as_ref()?;
+            (d.metadata.name.as_deref() == Some(NAME)
+                && labels.get("shortener.dev/revision") == Some(&v1_hash)
+                && c.image.as_deref() == Some("shortener:v1")
+                && !faulty
+                && status.updated_replicas == Some(2)
+                && status.ready_replicas == Some(2)
+                && status.replicas == Some(2))
+            .then_some(())
+        },
+    )
+    .await;
+    traffic.more(30).await;
+    let tally = traffic.stop().await;
+    assert_eq!(tally.failed, 0, "v1 kept serving: {tally:?}");
+
+    env.apply(rolling("shortener:v3", &[])).await.unwrap();
+    env.wait_outcome(3, Outcome::Promoted).await;
+    let sr = env
+        .wait_phase(Phase::Healthy, Duration::from_secs(30))
+        .await;
+    let st = sr.status.unwrap();
+    assert_eq!(st.stable_revision, Some(3));
+    let list = deployments.list(&ListParams::default()).await.unwrap();
+    let images: Vec<_> = list
+        .items
+        .iter()
+        .map(|d| {
+            (
+                d.metadata.name.clone().unwrap_or_default(),
+                d.spec.template.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(images, vec![(NAME.to_string(), "shortener:v3".to_string())]);
+    eprintln!(
+        "s13: v2 crash loop rolled back in place, {} requests, 0 failed",
+        tally.ok
+    );
+    env.cleanup().await;
+}
