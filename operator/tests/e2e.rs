@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::{eventually, kubeconfig, root};
+use support::{cluster_up, eventually, kubeconfig, root};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Service};
@@ -42,13 +42,7 @@ static CLUSTER: Mutex<bool> = Mutex::const_new(false);
 async fn cluster() -> Client {
     let mut started = CLUSTER.lock().await;
     if !*started {
-        let status = Command::new("make")
-            .arg("cluster-up")
-            .current_dir(root())
-            .status()
-            .await
-            .expect("make cluster-up");
-        assert!(status.success(), "make cluster-up failed");
+        cluster_up().await;
         *started = true;
     }
     let c = client().await;
@@ -438,6 +432,25 @@ fn assert_shortener_error_excerpt(excerpt: &str, context_lines: u64) {
             }
         }
     }
+}
+
+/// Images of every container of the Deployments in the test namespace that `lp` selects.
+async fn deployment_images(env: &Env, lp: &ListParams) -> Vec<String> {
+    Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
+        .list(lp)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|d| {
+            d.spec
+                .template
+                .spec
+                .map(|s| s.containers)
+                .unwrap_or_default()
+        })
+        .filter_map(|c| c.image)
+        .collect()
 }
 
 fn revision_outcome(sr: &ShortenerRelease, n: i64) -> (Outcome, Option<String>) {
@@ -1046,22 +1059,7 @@ async fn s11_exhausted_budget_freezes_the_next_release_until_overridden() {
         "v3 got a revision: {:?}",
         st.history
     );
-    let deployments = Api::<Deployment>::namespaced(env.client.clone(), &env.ns);
-    let images: Vec<String> = deployments
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .flat_map(|d| {
-            d.spec
-                .template
-                .spec
-                .map(|s| s.containers)
-                .unwrap_or_default()
-        })
-        .filter_map(|c| c.image)
-        .collect();
+    let images = deployment_images(&env, &ListParams::default()).await;
     assert!(
         !images.iter().any(|i| i == "shortener:v3"),
         "a Deployment runs v3 while frozen: {images:?}"
@@ -1215,21 +1213,11 @@ async fn s12_production_waits_for_staging_and_never_gets_what_failed_there() {
     })
     .await;
     assert_eq!(images(&sr), vec!["shortener:v1", "shortener:v3"]);
-    let prod_images: Vec<String> = Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
-        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={PROD}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .flat_map(|d| {
-            d.spec
-                .template
-                .spec
-                .map(|s| s.containers)
-                .unwrap_or_default()
-        })
-        .filter_map(|c| c.image)
-        .collect();
+    let prod_images = deployment_images(
+        &env,
+        &ListParams::default().labels(&format!("app.kubernetes.io/instance={PROD}")),
+    )
+    .await;
     assert!(
         !prod_images.iter().any(|i| i == "shortener:v2"),
         "{prod_images:?}"

@@ -8,7 +8,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
-use support::{eventually, kubeconfig, root};
+use support::{cluster_up, eventually, kubeconfig, root};
 
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -67,13 +67,7 @@ struct Env {
 
 impl Env {
     async fn new() -> Env {
-        let status = Command::new("make")
-            .arg("cluster-up")
-            .current_dir(root())
-            .status()
-            .await
-            .expect("make cluster-up");
-        assert!(status.success(), "make cluster-up failed");
+        cluster_up().await;
         run_ok(kubectl().arg("apply").arg("-f").arg(root().join("crds/")));
         run_ok(kubectl().args([
             "wait",

@@ -34,3 +34,14 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `make cluster-up`: starts testenv unless it is already up.
+pub async fn cluster_up() {
+    let status = tokio::process::Command::new("make")
+        .arg("cluster-up")
+        .current_dir(root())
+        .status()
+        .await
+        .expect("make cluster-up");
+    assert!(status.success(), "make cluster-up failed");
+}
