@@ -53,8 +53,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             }
         })
         .transpose()?;
-    let store =
-        Store::open(&config.store, STORE_CONNECTIONS).map_err(|source| StartError::Store {
+    // Opening may wait for other processes on the same file: keep it off the runtime.
+    let path = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, STORE_CONNECTIONS))
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))
+        .flatten()
+        .map_err(|source| StartError::Store {
             path: config.store.display().to_string(),
             source,
         })?;

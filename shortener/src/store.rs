@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::Semaphore;
@@ -48,19 +48,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store and its schema, and checks it answers a query,
     /// so a bad path fails at start with a clear message.
+    ///
+    /// Blocks for at most [`BUSY_TIMEOUT`] while other processes open the same file.
     pub fn open(path: &Path, connections: usize) -> Result<Arc<Self>, StoreError> {
-        let first = open_connection(path)?;
-        first.execute_batch(
-            "CREATE TABLE IF NOT EXISTS urls (
-                 slug       TEXT PRIMARY KEY NOT NULL,
-                 url        TEXT NOT NULL,
-                 hits       INTEGER NOT NULL DEFAULT 0,
-                 created_at TEXT NOT NULL
-             );",
-        )?;
-        let mut idle = vec![first];
-        for _ in 1..connections {
-            idle.push(open_connection(path)?);
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        let mut idle = Vec::with_capacity(connections);
+        for _ in 0..connections.max(1) {
+            idle.push(retry_while_locked(deadline, || open_connection(path))?);
         }
         Ok(Arc::new(Self {
             path: path.to_owned(),
@@ -208,6 +202,35 @@ impl Store {
     }
 }
 
+/// Runs `f` again while SQLite says the file is busy or locked, until `deadline`.
+///
+/// The busy timeout covers ordinary statements, but SQLite answers "database is locked" at
+/// once, without calling the busy handler, to a connection that finds another one creating the
+/// file or switching it to WAL. Replicas starting together on a new store hit exactly that.
+fn retry_while_locked<T>(
+    deadline: Instant,
+    mut f: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match f() {
+            Err(StoreError::Sqlite(e)) if is_locked(&e) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_locked(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Opens one connection: WAL, durable commits, and the schema (idempotent).
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     // busy_timeout first: switching to WAL takes a lock another process may hold.
@@ -220,6 +243,14 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         )));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS urls (
+             slug       TEXT PRIMARY KEY NOT NULL,
+             url        TEXT NOT NULL,
+             hits       INTEGER NOT NULL DEFAULT 0,
+             created_at TEXT NOT NULL
+         );",
+    )?;
     Ok(conn)
 }
 
@@ -262,6 +293,32 @@ mod tests {
         store.check().await.unwrap();
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(store.check().await, Err(StoreError::Missing(_))));
+    }
+
+    /// Blue-green starts several replicas at once on a store that may not exist yet; SQLite
+    /// answers "database is locked" to some of them without waiting (its busy handler is
+    /// skipped when creating the file and switching it to WAL), which once crashed healthy
+    /// pods on start. Every opener must get through.
+    #[test]
+    fn many_processes_opening_a_new_store_at_once_all_succeed() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.db");
+            let start = Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, start) = (path.clone(), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Store::open(&path, 2).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                let opened = opener.join().unwrap();
+                assert!(opened.is_ok(), "round {round}: {opened:?}");
+            }
+        }
     }
 
     #[test]

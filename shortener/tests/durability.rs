@@ -60,6 +60,25 @@ async fn sigkill_right_after_201_loses_nothing() {
     }
 }
 
+/// Blue-green starts all replicas of a first release together on a store file that does not
+/// exist yet: every one must come up (SQLite's "database is locked" while another process
+/// creates the file used to crash some of them on start).
+#[tokio::test]
+async fn replicas_starting_together_on_a_new_store_all_come_up() {
+    for _round in 0..5 {
+        let (_dir, store) = temp_store();
+        let servers: Vec<Server> = std::thread::scope(|s| {
+            let starting: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| Server::start(&store, &[])))
+                .collect();
+            starting.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for server in &servers {
+            server.wait_ready().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn two_processes_share_one_store() {
     let (_dir, store) = temp_store();
