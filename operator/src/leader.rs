@@ -8,6 +8,10 @@
 //! A leader that cannot renew before its Lease expires stops reconciling at once (the
 //! process then exits and Kubernetes restarts it as a candidate). Stopping early is the
 //! safe side: two leaders would fight over every Service selector.
+//!
+//! A leader that stops gracefully (SIGTERM during a rolling upgrade of the operator) gives
+//! the Lease up once its controller has stopped, as client-go's `ReleaseOnCancel` does, so a
+//! standby takes over within one retry period instead of waiting out the whole Lease.
 
 use std::time::Duration;
 
@@ -16,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use kube::api::{Api, PostParams};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 /// What a candidate should do with the Lease it just read.
@@ -96,6 +100,23 @@ pub enum Error {
     },
 }
 
+/// Held while leading.
+pub struct Leadership {
+    /// `true` while leading; turns `false` once leadership is lost, and never turns back.
+    pub leading: watch::Receiver<bool>,
+    stop: oneshot::Sender<()>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Leadership {
+    /// Stops renewing and gives the Lease up. Call only once reconciling has stopped: the
+    /// next leader may start the moment the Lease is free.
+    pub async fn release(self) {
+        let _ = self.stop.send(());
+        let _ = self.keeper.await;
+    }
+}
+
 pub struct Elector {
     api: Api<Lease>,
     settings: Settings,
@@ -110,8 +131,7 @@ impl Elector {
     }
 
     /// Waits until this candidate holds the Lease, then renews it in the background.
-    /// The returned receiver turns `false` once leadership is lost; it never turns back.
-    pub async fn acquire(self) -> watch::Receiver<bool> {
+    pub async fn acquire(self) -> Leadership {
         loop {
             match self.try_once().await {
                 Ok(true) => break,
@@ -122,15 +142,28 @@ impl Elector {
         }
         info!(identity = %self.settings.identity, lease = %self.settings.name, "became leader");
         let (tx, rx) = watch::channel(true);
-        tokio::spawn(async move { self.keep(tx).await });
-        rx
+        let (stop, stopped) = oneshot::channel();
+        let keeper = tokio::spawn(async move { self.keep(tx, stopped).await });
+        Leadership {
+            leading: rx,
+            stop,
+            keeper,
+        }
     }
 
-    /// Renews until a renewal has not succeeded for a whole lease duration.
-    async fn keep(self, leading: watch::Sender<bool>) {
+    /// Renews until a renewal has not succeeded for a whole lease duration, or until told to
+    /// stop, in which case it gives the Lease up.
+    async fn keep(self, leading: watch::Sender<bool>, mut stop: oneshot::Receiver<()>) {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(self.settings.retry_period).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.retry_period) => {}
+                _ = &mut stop => {
+                    let _ = leading.send(false);
+                    self.release().await;
+                    return;
+                }
+            }
             match self.try_once().await {
                 Ok(true) => last_renewed = tokio::time::Instant::now(),
                 Ok(false) => {
@@ -145,6 +178,38 @@ impl Elector {
                 warn!("leader election: could not renew in time; stepping down");
                 let _ = leading.send(false);
                 return;
+            }
+        }
+    }
+
+    /// Clears the holder if it is still us, so the next candidate need not wait for expiry.
+    /// Best effort: if it fails, the Lease simply expires.
+    async fn release(&self) {
+        let s = &self.settings;
+        let result = async {
+            let Some(mut lease) = self.api.get_opt(&s.name).await? else {
+                return Ok(false);
+            };
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            if spec.holder_identity.as_deref() != Some(s.identity.as_str()) {
+                return Ok(false);
+            }
+            let now = MicroTime(Timestamp::now());
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.acquire_time = Some(now.clone());
+            spec.renew_time = Some(now);
+            self.api
+                .replace(&s.name, &PostParams::default(), &lease)
+                .await
+                .map(|_| true)
+        }
+        .await;
+        match result {
+            Ok(true) => info!(lease = %s.name, "released the leader-election lease"),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %self.err(e), "leader election: could not release the lease; it will expire")
             }
         }
     }

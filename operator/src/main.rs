@@ -130,12 +130,13 @@ async fn main() -> anyhow::Result<()> {
     let mut ctl_stop = stop_rx.clone();
     let lost = Arc::new(AtomicBool::new(false));
     let lost_flag = lost.clone();
+    let mut lost_rx = leading.as_ref().map(|l| l.leading.clone());
     if !*stop_rx.borrow() {
         controller::run(ctx, args.namespace.clone(), async move {
             tokio::select! {
                 _ = ctl_stop.wait_for(|s| *s) => {}
                 _ = async {
-                    match leading.as_mut() {
+                    match lost_rx.as_mut() {
                         Some(rx) => { let _ = rx.wait_for(|l| !*l).await; }
                         None => std::future::pending::<()>().await,
                     }
@@ -148,6 +149,10 @@ async fn main() -> anyhow::Result<()> {
     if lost.load(Ordering::SeqCst) {
         // Exit non-zero so Kubernetes restarts this replica as a fresh candidate.
         anyhow::bail!("lost the leader-election lease");
+    }
+    // The controller has stopped: hand the Lease over now rather than let it expire.
+    if let Some(leadership) = leading.take() {
+        leadership.release().await;
     }
     server.await??;
     info!("stopped");

@@ -11,12 +11,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::{cluster_up, eventually, kubeconfig, root};
+use support::{cluster_up, eventually, kubeconfig, root, within};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, CustomResourceExt};
 use operator::crd::{Outcome, Phase, ShortenerRelease};
@@ -73,6 +73,20 @@ async fn cluster() -> Client {
 /// The operator binary watching `ns`, appending to `.testenv/e2e/operator-<ns>.log`
 /// (under .testenv/e2e/, which cluster-up does not wipe).
 fn spawn_operator(ns: &str, metrics_addr: &str) -> Child {
+    spawn_operator_with(ns, metrics_addr, &[])
+}
+
+/// A loopback address with a port nobody listens on (yet).
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+fn spawn_operator_with(ns: &str, metrics_addr: &str, extra: &[&str]) -> Child {
     let dir = root().join(".testenv/e2e");
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::OpenOptions::new()
@@ -84,6 +98,7 @@ fn spawn_operator(ns: &str, metrics_addr: &str) -> Child {
         .args(["--kubeconfig"])
         .arg(kubeconfig())
         .args(["--namespace", ns, "--metrics-addr", metrics_addr])
+        .args(extra)
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .kill_on_drop(true)
@@ -119,12 +134,7 @@ impl Env {
             )
             .await
             .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let metrics_addr = format!("127.0.0.1:{port}");
+        let metrics_addr = free_addr();
         // Under .testenv/e2e/, which cluster-up does not wipe.
         let store_dir = root().join(".testenv/e2e");
         std::fs::create_dir_all(&store_dir).unwrap();
@@ -183,12 +193,57 @@ impl Env {
         F: Fn(&ShortenerRelease) -> bool,
     {
         let pred = &pred;
-        eventually(what, timeout, || async move {
+        let found = within(timeout, || async move {
             let sr = self.srs.get(NAME).await.ok()?;
             let st = sr.status.as_ref()?;
             (st.observed_generation == sr.metadata.generation && pred(&sr)).then_some(sr)
         })
-        .await
+        .await;
+        match found {
+            Some(sr) => sr,
+            None => panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                self.describe().await
+            ),
+        }
+    }
+
+    /// What a person debugging a failed scenario looks at first: the release's status and
+    /// each pod's container state, with the tail of its logs.
+    async fn describe(&self) -> String {
+        let status = match self.srs.get(NAME).await {
+            Ok(sr) => serde_json::to_string_pretty(&sr.status).unwrap_or_default(),
+            Err(e) => format!("cannot read the release: {e}"),
+        };
+        let mut out = format!("release status: {status}\n");
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &self.ns);
+        for pod in pods
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let containers = pod
+                .status
+                .and_then(|s| s.container_statuses)
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "pod {name}: {}\n",
+                serde_json::to_string(&containers).unwrap_or_default()
+            ));
+            for previous in [false, true] {
+                let params = LogParams {
+                    previous,
+                    tail_lines: Some(20),
+                    ..LogParams::default()
+                };
+                if let Ok(logs) = pods.logs(&name, &params).await {
+                    out.push_str(&format!("--- logs (previous: {previous}):\n{logs}\n"));
+                }
+            }
+        }
+        out
     }
 
     async fn wait_phase(&self, phase: Phase, timeout: Duration) -> ShortenerRelease {
@@ -810,6 +865,100 @@ async fn s8_operator_restarted_mid_rollout_resumes() {
         st.history
     );
     assert_eq!(tally.failed, 0, "{tally:?}");
+    env.cleanup().await;
+}
+
+/// Two replicas with `--leader-elect`: only the Lease holder reconciles, and when it stops
+/// gracefully (SIGTERM, as in a rolling upgrade of the operator) it gives the Lease up, so the
+/// standby carries on with the next release without waiting for the Lease to expire.
+#[tokio::test]
+#[ignore = "needs testenv: make e2e"]
+async fn s14_standby_takes_over_when_the_leader_stops() {
+    let mut env = Env::new("s14").await;
+    env.operator.kill().await.unwrap();
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(env.client.clone(), &env.ns);
+    let holder = || async {
+        leases
+            .get_opt("shortener-operator")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty())
+    };
+    let mut replicas = Vec::new();
+    for identity in ["replica-a", "replica-b"] {
+        let addr = free_addr();
+        let args = ["--leader-elect", "--leader-election-namespace", &env.ns];
+        let mut args = args.to_vec();
+        args.extend(["--leader-election-identity", identity]);
+        replicas.push((
+            identity,
+            addr.clone(),
+            spawn_operator_with(&env.ns, &addr, &args),
+        ));
+    }
+    env.healthy_v1().await;
+    let leader = eventually("a Lease holder", Duration::from_secs(30), holder).await;
+    let leader_at = replicas
+        .iter()
+        .position(|(id, _, _)| *id == leader)
+        .unwrap();
+    let (_, standby_addr, _) = &replicas[1 - leader_at];
+    let standby_metrics = reqwest::get(format!("http://{standby_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let standby_reconciles = standby_metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shortener_operator_reconciles_total "))
+        .map(|v| v.trim().parse::<f64>().unwrap());
+    assert!(
+        standby_reconciles.unwrap_or(0.0) == 0.0,
+        "the standby reconciled while {leader} held the Lease: {standby_reconciles:?}"
+    );
+
+    let (_, _, mut leading) = replicas.remove(leader_at);
+    let standby = replicas[0].0;
+    let stopping = Instant::now();
+    let pid = leading.id().unwrap().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(sent.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), leading.wait())
+        .await
+        .expect("the leader stops within 30 s of SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "graceful stop exits 0: {exit}");
+    let after = holder().await;
+    assert_ne!(
+        after.as_deref(),
+        Some(leader.as_str()),
+        "the Lease was given up on stop"
+    );
+    eventually(
+        "the standby holds the Lease",
+        Duration::from_secs(30),
+        || async { (holder().await.as_deref() == Some(standby)).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "s14: standby took over {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+
+    env.apply(env.spec("shortener:v2", &[])).await.unwrap();
+    env.wait_outcome(2, Outcome::Promoted).await;
+    assert_eq!(holder().await.as_deref(), Some(standby));
+    for (_, _, mut child) in replicas {
+        let _ = child.kill().await;
+    }
     env.cleanup().await;
 }
 
