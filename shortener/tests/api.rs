@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, client, create, create_ok, resolve, temp_store};
+use common::{Server, client, create, create_ok, info, resolve, temp_store};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -26,18 +26,12 @@ async fn create_redirect_inspect_delete() {
         );
     }
 
-    let info: Value = c
-        .get(s.url(&format!("/api/v1/urls/{slug}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(info["slug"], slug);
-    assert_eq!(info["url"], "https://example.com/a?b=c");
-    assert_eq!(info["hits"], 3);
-    let created_at = info["created_at"].as_str().unwrap();
+    let (status, record) = info(&c, &s, slug).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["slug"], slug);
+    assert_eq!(record["url"], "https://example.com/a?b=c");
+    assert_eq!(record["hits"], 3);
+    let created_at = record["created_at"].as_str().unwrap();
     assert!(
         created_at.len() >= 20 && created_at.ends_with('Z'),
         "{created_at}"
@@ -50,12 +44,7 @@ async fn create_redirect_inspect_delete() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(resolve(&c, &s, slug).await.0, 404);
-    let r = c
-        .get(s.url(&format!("/api/v1/urls/{slug}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(info(&c, &s, slug).await.0, 404);
 }
 
 #[tokio::test]

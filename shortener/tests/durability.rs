@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Server, client, create_ok, eventually, metric_value, metrics, resolve, temp_store};
+use common::{
+    Server, client, create_ok, eventually, info, metric_value, metrics, resolve, temp_store,
+};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -26,16 +28,8 @@ async fn urls_and_hits_survive_a_graceful_restart() {
         resolve(&c, &s, &slug).await,
         (308, Some("https://example.com/restart".to_owned()))
     );
-    let info: Value = c
-        .get(s.url(&format!("/api/v1/urls/{slug}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     // 3 from before the restart (saved at shutdown) + the one just now.
-    assert_eq!(info["hits"], 4);
+    assert_eq!(info(&c, &s, &slug).await.1["hits"], 4);
 }
 
 #[tokio::test]
@@ -95,10 +89,8 @@ async fn two_processes_share_one_store() {
     assert_eq!(resolve(&c, &b, &slug).await.0, 308);
 
     // B's hits reach the shared file within its flush interval.
-    let info_url = a.url(&format!("/api/v1/urls/{slug}"));
     eventually("A sees B's hits", || async {
-        let info: Value = c.get(&info_url).send().await.unwrap().json().await.unwrap();
-        info["hits"] == 2
+        info(&c, &a, &slug).await.1["hits"] == 2
     })
     .await;
 

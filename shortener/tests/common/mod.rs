@@ -247,6 +247,17 @@ pub async fn resolve(c: &reqwest::Client, s: &Server, slug: &str) -> (u16, Optio
     (r.status().as_u16(), location)
 }
 
+/// `GET /api/v1/urls/{slug}`: (status, JSON body; `Null` when the body is not JSON).
+pub async fn info(c: &reqwest::Client, s: &Server, slug: &str) -> (u16, Value) {
+    let r = c
+        .get(s.url(&format!("/api/v1/urls/{slug}")))
+        .send()
+        .await
+        .expect("GET /api/v1/urls/{slug}");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 pub async fn metrics(c: &reqwest::Client, s: &Server) -> String {
     c.get(s.url("/metrics"))
         .send()
