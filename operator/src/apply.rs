@@ -352,18 +352,10 @@ async fn execute(
         };
         services.patch(name, &pp, &Patch::Apply(&active)).await?;
         if let Some(rb) = &plan.rollback {
-            let secs = (Timestamp::now().as_millisecond() - rb.detected_at.as_millisecond()) as f64
-                / 1000.0;
-            ctx.metrics.time_to_restore.observe(secs.max(0.0));
             ctx.metrics
                 .rollbacks
                 .with_label_values(&[rb.reason.as_str()])
                 .inc();
-            info!(
-                reason = rb.reason.as_str(),
-                seconds = secs,
-                "traffic restored to stable"
-            );
         }
         let preview_name = resources::preview_service_name(name);
         let preview = resources::service(
@@ -377,6 +369,14 @@ async fn execute(
         services
             .patch(&preview_name, &pp, &Patch::Apply(&preview))
             .await?;
+    }
+
+    // After the active Service has its selector: that is when traffic is back.
+    if let Some(detected_at) = plan.restored {
+        let secs =
+            (Timestamp::now().as_millisecond() - detected_at.as_millisecond()) as f64 / 1000.0;
+        ctx.metrics.time_to_restore.observe(secs.max(0.0));
+        info!(seconds = secs, "traffic restored to a healthy revision");
     }
 
     // Before the failed revision is scaled down, while its pods and logs still exist;

@@ -65,6 +65,8 @@ pub mod reason {
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const RETRY: &str = "RetryRequested";
     pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
+    /// A `Rolling` release's failed pods are all gone after a rollback: the outage ends.
+    pub const TRAFFIC_RESTORED: &str = "TrafficRestored";
     /// `shortener.dev/promote`: the bake was cut short by hand.
     pub const MANUAL_PROMOTE: &str = "ManualPromote";
     /// `shortener.dev/abort`: the rollout was stopped by hand (the revision fails with `Manual`).
@@ -195,6 +197,10 @@ pub struct Plan {
     pub routing: Option<Routing>,
     pub events: Vec<EventNote>,
     pub rollback: Option<RollbackNote>,
+    /// Traffic is back on a healthy revision with this step: when the failure it ends was
+    /// detected (for `time_to_restore_seconds`). With blue-green that is the rollback's step;
+    /// a `Rolling` rollback restores later, once the failed pods are gone.
+    pub restored: Option<Timestamp>,
     /// A revision failed in this step (an incident).
     pub failure: Option<FailureReason>,
     pub requeue: Duration,
@@ -228,6 +234,7 @@ struct Decider<'a> {
     st: ShortenerReleaseStatus,
     events: Vec<EventNote>,
     rollback: Option<RollbackNote>,
+    restored: Option<Timestamp>,
     failure: Option<FailureReason>,
     /// Plan the Deployments and Services; false leaves them untouched (paused, blocked).
     touch: bool,
@@ -265,6 +272,7 @@ impl<'a> Decider<'a> {
             st,
             events: Vec::new(),
             rollback: None,
+            restored: None,
             failure: None,
             touch: true,
             active: None,
@@ -458,6 +466,7 @@ impl<'a> Decider<'a> {
                 reason: FailureReason::Manual,
                 detected_at: now,
             });
+            self.restored = Some(now);
         }
         let msg = match stable {
             Some(stable) => format!(
@@ -568,6 +577,7 @@ impl<'a> Decider<'a> {
                         reason: FailureReason::Manual,
                         detected_at: now,
                     });
+                    self.restored = Some(now);
                 }
                 if r.outcome != Outcome::Failed {
                     self.mark_failed(r.revision, FailureReason::Manual);
@@ -1132,6 +1142,10 @@ impl<'a> Decider<'a> {
         self.requeue = IDLE_REQUEUE;
         let stable = self.st.stable_revision;
         let roll_back = self.input.spec.rollback.automatic && stable.is_some();
+        // Blue-green: switching the selector back restores service at once. Rolling: the
+        // failed pods serve until Kubernetes has replaced them with the stable template's,
+        // so the outage stays open until then (see `follow_rolling_undo`).
+        let restored_now = roll_back && self.input.spec.strategy != Strategy::Rolling;
         let downtime = if analysis.errors > 0 {
             seconds_between(errors_since, now)
         } else {
@@ -1142,18 +1156,21 @@ impl<'a> Decider<'a> {
             reason: why.as_str().to_string(),
             detected_at: now,
             rolled_back_at: roll_back.then_some(now),
-            recovered_at: roll_back.then_some(now),
+            recovered_at: restored_now.then_some(now),
             failed_requests: analysis.errors,
             downtime_seconds: downtime,
             log_excerpt_ref: None,
         });
         self.st.analysis = None;
         if analysis.errors > 0 {
-            self.health = if roll_back {
+            self.health = if restored_now {
                 Health::Restored(errors_since)
             } else {
                 Health::Down(errors_since)
             };
+        }
+        if roll_back && !restored_now {
+            self.requeue = FAST_REQUEUE;
         }
         if roll_back {
             self.active = self.stable_hash();
@@ -1161,6 +1178,9 @@ impl<'a> Decider<'a> {
                 reason: why,
                 detected_at: now,
             });
+            if restored_now {
+                self.restored = Some(now);
+            }
             let msg = format!(
                 "revision {} failed ({}: {detail}); traffic switched back to revision {}",
                 rec.revision,
@@ -1221,6 +1241,8 @@ impl<'a> Decider<'a> {
         if kept_traffic && outage_open {
             // A failed revision keeps the traffic: the outage goes on.
             self.health = Health::Down(self.now());
+        } else if rolled_back && self.follow_rolling_undo(rec) {
+            // Still replacing the failed pods.
         } else if !kept_traffic {
             self.check_serving();
         }
@@ -1228,6 +1250,49 @@ impl<'a> Decider<'a> {
         if self.st.message.is_empty() {
             self.st.message = format!("revision {} failed", rec.revision);
         }
+    }
+
+    /// A `Rolling` release rolled back after promotion is restored only once none of the
+    /// failed revision's pods is ready any more: until then they take a share of the traffic
+    /// and the outage (and the SLA budget's charge) goes on. Returns true while it does.
+    fn follow_rolling_undo(&mut self, rec: &RevisionRecord) -> bool {
+        if self.input.spec.strategy != Strategy::Rolling {
+            return false;
+        }
+        let now = self.now();
+        let Some(incident) = self
+            .st
+            .last_incident
+            .as_mut()
+            .filter(|i| i.revision == rec.revision && i.rolled_back_at.is_some())
+            .filter(|i| i.recovered_at.is_none())
+        else {
+            return false;
+        };
+        let failed_serving = self
+            .input
+            .observed
+            .revisions
+            .get(&rec.pod_template_hash)
+            .is_some_and(|r| r.ready_pods > 0);
+        if failed_serving {
+            self.health = Health::Down(now);
+            self.requeue = FAST_REQUEUE;
+            return true;
+        }
+        incident.recovered_at = Some(now);
+        self.restored = Some(incident.detected_at);
+        self.health = Health::Restored(now);
+        self.event(
+            false,
+            reason::TRAFFIC_RESTORED,
+            format!(
+                "the last pod of failed revision {} has left the Service; revision {} serves alone",
+                rec.revision,
+                self.st.stable_revision.unwrap_or_default()
+            ),
+        );
+        true
     }
 
     fn finish(mut self) -> Plan {
@@ -1343,6 +1408,7 @@ impl<'a> Decider<'a> {
             routing,
             events: self.events,
             rollback: self.rollback,
+            restored: self.restored,
             failure: self.failure,
             requeue: self.requeue,
             downtime_charged,
@@ -1894,6 +1960,11 @@ mod tests {
         assert_eq!(
             plan.rollback.as_ref().map(|r| r.reason),
             Some(FailureReason::AnalysisFailed)
+        );
+        assert_eq!(
+            plan.restored,
+            Some(w.now),
+            "blue-green restores with the switch"
         );
         let incident = w.status.last_incident.clone().unwrap();
         assert_eq!(incident.failed_requests, 30);
@@ -2822,6 +2893,69 @@ mod tests {
             assert_eq!(w.status.phase, Phase::RolledBack);
             assert_eq!(target(&plan), runs(V1, Some("shortener:v1")));
         }
+    }
+
+    #[test]
+    fn rolling_rollback_after_promotion_is_downtime_until_the_failed_pods_are_gone() {
+        let mut w = rolling_world();
+        w.roll_out_healthy();
+        w.set_image("shortener:v2", V2);
+        w.step();
+        w.pods(V2, 2, None);
+        w.pods(V1, 0, None);
+        w.step();
+        assert_eq!(w.status.phase, Phase::Analyzing);
+        w.sample = AnalysisSample {
+            requests: 100,
+            errors: 50,
+        };
+        w.advance(1);
+        let plan = w.step();
+        let mut charged = plan.downtime_charged;
+        assert_eq!(w.status.phase, Phase::RolledBack);
+        assert_eq!(plan.restored, None, "time to restore is measured later");
+        let incident = w.status.last_incident.clone().unwrap();
+        assert!(incident.rolled_back_at.is_some());
+        assert_eq!(incident.recovered_at, None, "v2's pods still serve");
+
+        // Kubernetes rolls v1's template back in; v2's pods take traffic meanwhile.
+        w.pods(V1, 1, None);
+        w.pods(V2, 1, None);
+        for _ in 0..4 {
+            w.advance(1);
+            let plan = w.step();
+            charged += plan.downtime_charged;
+            assert_eq!(plan.requeue, FAST_REQUEUE, "kept under watch");
+        }
+        assert_eq!(w.status.last_incident.clone().unwrap().recovered_at, None);
+        assert!(budget(&w).ledger.open_outage.is_some());
+
+        // The last v2 pod is gone: restored now, and the outage closes.
+        w.pods(V2, 0, None);
+        w.pods(V1, 2, None);
+        w.advance(1);
+        let plan = w.step();
+        charged += plan.downtime_charged;
+        let incident = w.status.last_incident.clone().unwrap();
+        assert_eq!(incident.recovered_at, Some(w.now));
+        assert_eq!(plan.restored, Some(incident.detected_at));
+        assert!(budget(&w).ledger.open_outage.is_none());
+        assert!(
+            plan.events
+                .iter()
+                .any(|e| e.reason == reason::TRAFFIC_RESTORED),
+            "{:?}",
+            plan.events
+        );
+        assert!(
+            charged >= 5,
+            "from the bad sample to the last v2 pod: {charged}s"
+        );
+        assert_eq!(incident.downtime_seconds, charged as f64);
+        // Later reconciles charge nothing more.
+        w.advance(30);
+        assert_eq!(w.step().downtime_charged, 0);
+        assert_eq!(w.status.phase, Phase::RolledBack);
     }
 
     #[test]

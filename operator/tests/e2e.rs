@@ -962,6 +962,82 @@ async fn s14_standby_takes_over_when_the_leader_stops() {
     env.cleanup().await;
 }
 
+/// Rolling, a revision that fails its analysis after promotion: Kubernetes replaces its pods
+/// with the stable template's one by one, and they serve errors until the last has gone. The
+/// incident stays open until then, and that whole time is charged to the SLA budget.
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s15_rolling_rollback_after_promotion_is_charged_until_the_bad_pods_are_gone() {
+    let env = Env::new("s15").await;
+    let rolling = |image: &str, vars: &[(&str, &str)]| {
+        let mut spec = env.spec(image, vars);
+        spec["strategy"] = json!("Rolling");
+        spec["analysis"]["bakeSeconds"] = json!(60);
+        spec
+    };
+    env.apply(rolling("shortener:v1", &[])).await.unwrap();
+    env.wait_outcome(1, Outcome::Promoted).await;
+    env.wait_phase(Phase::Healthy, Duration::from_secs(90))
+        .await;
+    let traffic = Traffic::start(env.active_address().await);
+    traffic.more(20).await;
+    env.apply(rolling(
+        "shortener:v2",
+        &[("SHORTENER_FAULT", "errors-after=8s")],
+    ))
+    .await
+    .unwrap();
+    env.wait_outcome(2, Outcome::Failed).await;
+    let sr = env
+        .wait("traffic restored", Duration::from_secs(90), |sr| {
+            sr.status
+                .as_ref()
+                .and_then(|s| s.last_incident.as_ref())
+                .is_some_and(|i| i.revision == 2 && i.recovered_at.is_some())
+        })
+        .await;
+    assert_eq!(
+        revision_outcome(&sr, 2).1.as_deref(),
+        Some("AnalysisFailed")
+    );
+    let st = sr.status.unwrap();
+    let incident = st.last_incident.clone().unwrap();
+    let (rolled_back, recovered) = (
+        incident.rolled_back_at.unwrap(),
+        incident.recovered_at.unwrap(),
+    );
+    assert!(
+        recovered > rolled_back,
+        "restored only once v2's pods were replaced: {incident:?}"
+    );
+    // The whole outage, rollout of v1's pods included, is charged.
+    let undo = recovered.duration_since(rolled_back).as_secs_f64();
+    assert!(
+        incident.downtime_seconds >= undo.floor(),
+        "downtime {} < rolling undo {undo:.1}s",
+        incident.downtime_seconds
+    );
+    let budget = st.budget.unwrap();
+    assert!(budget.used_seconds as f64 >= incident.downtime_seconds);
+    assert!(
+        env.warning_reasons()
+            .await
+            .contains(&"AnalysisFailed".to_string())
+    );
+    // No pod of v2 is left serving; from here on every request succeeds.
+    let before = traffic.tally().await.failed;
+    traffic.more(30).await;
+    let tally = traffic.stop().await;
+    assert_eq!(tally.failed, before, "no failure after recovery: {tally:?}");
+    eprintln!(
+        "s15: rolling undo {undo:.1}s; downtime charged {}s; failed requests {} of {}",
+        incident.downtime_seconds,
+        tally.failed,
+        tally.ok + tally.failed
+    );
+    env.cleanup().await;
+}
+
 /// A webhook receiver on loopback: every POST's arrival time and JSON body.
 struct Receiver {
     url: String,
