@@ -2771,6 +2771,20 @@ mod tests {
 
     // Rolling: the same decisions, folded onto one Deployment by `rolling_target`.
 
+    impl World {
+        /// Rolling: v2's pods replaced v1's and passed their checks; its next scrape is bad.
+        fn promote_v2_with_errors(&mut self) {
+            self.pods(V2, 2, None);
+            self.pods(V1, 0, None);
+            self.step();
+            assert_eq!(self.status.phase, Phase::Analyzing);
+            self.sample = AnalysisSample {
+                requests: 100,
+                errors: 50,
+            };
+        }
+    }
+
     fn rolling_world() -> World {
         let mut w = World::default_spec();
         w.spec.strategy = Strategy::Rolling;
@@ -2859,14 +2873,7 @@ mod tests {
             w.set_image("shortener:v2", V2);
             w.step();
             if bad_metrics {
-                w.pods(V2, 2, None);
-                w.pods(V1, 0, None);
-                w.step();
-                assert_eq!(w.status.phase, Phase::Analyzing);
-                w.sample = AnalysisSample {
-                    requests: 100,
-                    errors: 50,
-                };
+                w.promote_v2_with_errors();
             } else {
                 w.pods(V2, 0, pod_failure);
             }
@@ -2901,14 +2908,7 @@ mod tests {
         w.roll_out_healthy();
         w.set_image("shortener:v2", V2);
         w.step();
-        w.pods(V2, 2, None);
-        w.pods(V1, 0, None);
-        w.step();
-        assert_eq!(w.status.phase, Phase::Analyzing);
-        w.sample = AnalysisSample {
-            requests: 100,
-            errors: 50,
-        };
+        w.promote_v2_with_errors();
         w.advance(1);
         let plan = w.step();
         let mut charged = plan.downtime_charged;
