@@ -167,7 +167,8 @@ async fn observe(
             .and_then(|m| m.labels.as_ref())
             .and_then(|l| l.get(LABEL_REVISION));
         if let Some(hash) = d.labels().get(LABEL_REVISION).or(template_hash) {
-            observed.revisions.entry(hash.clone()).or_default();
+            observed.revisions.entry(hash.clone()).or_default().replicas =
+                Some(d.spec.replicas.unwrap_or(1));
         }
     }
     if rolling {

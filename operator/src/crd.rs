@@ -291,7 +291,8 @@ pub struct Rollback {
     /// false the failed revision keeps traffic and the release is Degraded. Default true.
     #[serde(default = "default_true")]
     pub automatic: bool,
-    /// Revisions kept in `status.history`, 1..=50. Default 5.
+    /// Revisions kept in `status.history`, 1..=50. Default 5. The Deployments of the healthy
+    /// ones among them are kept at zero replicas, so a rollback by hand restores them exactly.
     #[serde(default = "default_history_limit")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 50").message("spec.rollback.revisionHistoryLimit must be between 1 and 50"))]
     pub revision_history_limit: i32,

@@ -92,6 +92,8 @@ pub struct RevisionObservation {
     pub ready_pods: i32,
     /// The first failure signal among the pods, if any.
     pub failure: Option<PodFailure>,
+    /// The Deployment's `spec.replicas`; `None` when only pods were seen (Rolling).
+    pub replicas: Option<i32>,
 }
 
 /// Result of a smoke test against the new revision's pods.
@@ -1295,8 +1297,39 @@ impl<'a> Decider<'a> {
         true
     }
 
+    /// What becomes of the Deployments of revisions other than `running`. With blue-green,
+    /// a revision that was promoted and is still in the history keeps its Deployment, scaled
+    /// to zero, so that rolling back to it by hand brings back exactly the pods that ran
+    /// (as Kubernetes keeps old ReplicaSets); every other one is deleted. Rolling has one
+    /// Deployment: older templates live on in its ReplicaSets.
+    fn retire(&self, running: &[Option<&String>], deployments: &mut Vec<DeploymentAction>) {
+        let blue_green = self.input.spec.strategy != Strategy::Rolling;
+        for (hash, obs) in &self.input.observed.revisions {
+            if running.contains(&Some(hash)) {
+                continue;
+            }
+            let was_healthy = self
+                .st
+                .history
+                .iter()
+                .any(|r| r.pod_template_hash == *hash && r.outcome == Outcome::Promoted);
+            if blue_green && was_healthy {
+                if obs.replicas != Some(0) {
+                    deployments.push(DeploymentAction::Scale {
+                        hash: hash.clone(),
+                        replicas: 0,
+                    });
+                }
+            } else {
+                deployments.push(DeploymentAction::Delete { hash: hash.clone() });
+            }
+        }
+    }
+
     fn finish(mut self) -> Plan {
         let spec = self.input.spec;
+        // First, so that what leaves the history also loses its Deployment (see `retire`).
+        prune_history(&mut self.st, spec.rollback.revision_history_limit);
         let desired = self.input.desired_hash.to_string();
         let mut deployments = Vec::new();
         let mut routing = None;
@@ -1330,11 +1363,7 @@ impl<'a> Decider<'a> {
                         replicas: spec.replicas,
                     });
                 }
-                for h in observed.keys() {
-                    if *h != hash && Some(h) != stable.as_ref() {
-                        deployments.push(DeploymentAction::Delete { hash: h.clone() });
-                    }
-                }
+                self.retire(&[Some(&hash), stable.as_ref()], &mut deployments);
                 routing = Some(Routing {
                     active: self.active.clone(),
                     preview: Some(hash),
@@ -1348,11 +1377,7 @@ impl<'a> Decider<'a> {
                     replicas: spec.replicas,
                 });
             }
-            for hash in self.input.observed.revisions.keys() {
-                if Some(hash) != stable.as_ref() {
-                    deployments.push(DeploymentAction::Delete { hash: hash.clone() });
-                }
-            }
+            self.retire(&[stable.as_ref()], &mut deployments);
             routing = Some(Routing {
                 active: stable.clone(),
                 preview: stable,
@@ -1381,11 +1406,7 @@ impl<'a> Decider<'a> {
                     replicas: spec.replicas,
                 });
             }
-            for hash in self.input.observed.revisions.keys() {
-                if *hash != desired && Some(hash) != stable.as_ref() {
-                    deployments.push(DeploymentAction::Delete { hash: hash.clone() });
-                }
-            }
+            self.retire(&[Some(&desired), stable.as_ref()], &mut deployments);
             routing = Some(Routing {
                 active: self.active.clone(),
                 preview: Some(desired),
@@ -1394,7 +1415,6 @@ impl<'a> Decider<'a> {
         if let Some(why) = &self.rejected {
             self.st.message = format!("{why}; {}", self.st.message);
         }
-        prune_history(&mut self.st, spec.rollback.revision_history_limit);
         let downtime_charged = self.charge_budget();
         let reason = if self.condition_reason.is_empty() {
             reason::PENDING.to_string()
@@ -1653,16 +1673,12 @@ mod tests {
         }
 
         fn pods(&mut self, hash: &str, ready: i32, failure: Option<FailureReason>) {
-            self.observed.revisions.insert(
-                hash.to_string(),
-                RevisionObservation {
-                    ready_pods: ready,
-                    failure: failure.map(|reason| PodFailure {
-                        reason,
-                        message: "seen on pod".into(),
-                    }),
-                },
-            );
+            let obs = self.observed.revisions.entry(hash.to_string()).or_default();
+            obs.ready_pods = ready;
+            obs.failure = failure.map(|reason| PodFailure {
+                reason,
+                message: "seen on pod".into(),
+            });
         }
 
         /// One reconcile: answers probes like the controller, applies the plan's deployments.
@@ -1696,14 +1712,25 @@ mod tests {
                         self.status = plan.status.clone();
                         for d in &plan.deployments {
                             match d {
-                                DeploymentAction::Apply { hash, .. }
-                                | DeploymentAction::Restore { hash, .. } => {
-                                    self.observed.revisions.entry(hash.clone()).or_default();
+                                DeploymentAction::Apply { hash, replicas }
+                                | DeploymentAction::Restore { hash, replicas, .. } => {
+                                    let obs =
+                                        self.observed.revisions.entry(hash.clone()).or_default();
+                                    obs.replicas = Some(*replicas);
                                 }
                                 DeploymentAction::Delete { hash } => {
                                     self.observed.revisions.remove(hash);
                                 }
-                                DeploymentAction::Scale { .. } => {}
+                                DeploymentAction::Scale { hash, replicas } => {
+                                    if let Some(obs) = self.observed.revisions.get_mut(hash) {
+                                        obs.replicas = Some(*replicas);
+                                        if *replicas == 0 {
+                                            // Its pods go; scaling up again needs `pods()`.
+                                            obs.ready_pods = 0;
+                                            obs.failure = None;
+                                        }
+                                    }
+                                }
                             }
                         }
                         return *plan;
@@ -2099,7 +2126,12 @@ mod tests {
         let plan = w.step();
         assert_eq!(w.status.phase, Phase::Healthy);
         assert_eq!(w.status.stable_revision, Some(3));
-        assert!(deletes(&plan, V1), "old stable removed after the bake");
+        assert_eq!(
+            replicas_of(&plan, V1),
+            Some(0),
+            "old stable scaled to zero after the bake, kept for a rollback by hand"
+        );
+        assert!(!deletes(&plan, V1));
         let outcomes: Vec<_> = w
             .status
             .history
@@ -2457,7 +2489,11 @@ mod tests {
         );
         assert!(event_reasons(&plan).contains(&reason::MANUAL_PROMOTE));
         assert_eq!(active(&plan), Some(V2));
-        assert!(deletes(&plan, V1), "old stable goes as after a full bake");
+        assert_eq!(
+            replicas_of(&plan, V1),
+            Some(0),
+            "old stable retired as after a full bake"
+        );
     }
 
     #[test]
@@ -2540,20 +2576,97 @@ mod tests {
         assert_eq!(active(&plan), Some(V1));
     }
 
-    /// v1 then v2 rolled out Healthy; v1's Deployment is gone.
+    /// v1 then v2 rolled out Healthy; v1's Deployment is kept, scaled to zero.
     fn v2_stable() -> World {
         let mut w = World::default_spec();
         w.roll_out_healthy();
         w.set_image("shortener:v2", V2);
         w.roll_out_healthy();
-        assert!(!w.observed.revisions.contains_key(V1));
+        let v1 = w.observed.revisions.get(V1).map(|o| o.replicas);
+        assert_eq!(v1, Some(Some(0)), "v1 kept at zero replicas");
         w
+    }
+
+    /// As `v2_stable`, but v1's Deployment has been deleted since (by hand, or it left the
+    /// history and was pruned).
+    fn v2_stable_v1_gone() -> World {
+        let mut w = v2_stable();
+        w.observed.revisions.remove(V1);
+        w
+    }
+
+    #[test]
+    fn rollback_to_a_kept_revision_scales_its_own_deployment_back_up() {
+        let mut w = v2_stable();
+        let plan = w.control_once(Control::RollbackTo(Target::Previous));
+        assert_eq!(
+            replicas_of(&plan, V1),
+            Some(2),
+            "the Deployment that ran v1, as it ran"
+        );
+        assert_eq!(
+            restores(&plan, V1),
+            None,
+            "nothing rebuilt from today's spec"
+        );
+        w.pods(V1, 2, None);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::RolledBack);
+        assert_eq!(active(&plan), Some(V1));
+        assert!(deletes(&plan, V2), "v2 failed by hand: not kept");
+    }
+
+    #[test]
+    fn reverting_the_spec_to_a_retired_revision_rolls_it_out_again() {
+        let mut w = v2_stable();
+        w.set_image("shortener:v1", V1);
+        let plan = w.step();
+        assert_eq!(w.status.phase, Phase::Progressing);
+        assert_eq!(w.status.current_revision, Some(3));
+        assert_eq!(
+            replicas_of(&plan, V1),
+            Some(2),
+            "the kept Deployment, re-applied"
+        );
+        assert_eq!(
+            active(&plan),
+            Some(V2),
+            "v2 serves until v1 passes its checks"
+        );
+        w.pods(V1, 2, None);
+        w.step();
+        assert_eq!(w.status.phase, Phase::Analyzing);
+    }
+
+    #[test]
+    fn retired_deployments_follow_the_history() {
+        // Each new healthy release leaves the previous one at zero replicas; once a revision
+        // leaves the history, its Deployment goes too.
+        let mut w = World::default_spec();
+        w.spec.rollback.revision_history_limit = 2;
+        w.roll_out_healthy();
+        w.set_image("shortener:v2", V2);
+        w.roll_out_healthy();
+        w.set_image("shortener:v3", V3);
+        w.roll_out_healthy();
+        let kept: Vec<_> = w.observed.revisions.keys().cloned().collect();
+        assert_eq!(
+            kept,
+            vec![V2.to_string(), V3.to_string()],
+            "v1 left the history"
+        );
+        assert_eq!(w.observed.revisions[V2].replicas, Some(0));
+        assert_eq!(w.observed.revisions[V3].replicas, Some(2));
+        // Scaled once, then left alone: no write per reconcile.
+        let plan = w.step();
+        assert_eq!(replicas_of(&plan, V2), None);
+        assert!(!deletes(&plan, V2));
     }
 
     #[test]
     fn rollback_recreates_the_earlier_revision_and_switches_when_ready() {
         for target in [Target::Previous, Target::Revision(1)] {
-            let mut w = v2_stable();
+            let mut w = v2_stable_v1_gone();
             let plan = w.control_once(Control::RollbackTo(target));
             assert_eq!(
                 event_reasons(&plan),

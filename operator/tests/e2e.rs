@@ -739,23 +739,36 @@ async fn s5_fixed_release_after_a_failed_one_is_promoted() {
     );
     assert_eq!(st.stable_revision, Some(3));
     assert_eq!(tally.failed, 0, "{tally:?}");
-    // Only v3's Deployment is left.
+    // v3 serves; v1 stays as a Deployment at zero replicas (a rollback by hand brings back
+    // exactly what ran); the failed v2's Deployment is gone.
+    let hash_of = |n: usize| st.history[n].pod_template_hash.clone();
+    let want = vec![
+        (format!("{NAME}-{}", hash_of(0)), 0),
+        (format!("{NAME}-{}", hash_of(2)), 2),
+    ];
     let deployments = Api::<Deployment>::namespaced(env.client.clone(), &env.ns);
-    let names: Vec<String> = eventually(
-        "old Deployments removed",
+    eventually(
+        "v2's Deployment deleted, v1's at zero replicas",
         Duration::from_secs(30),
         || async {
             let list = deployments.list(&ListParams::default()).await.ok()?;
-            let names: Vec<String> = list
+            let mut got: Vec<(String, i32)> = list
                 .items
                 .into_iter()
-                .filter_map(|d| d.metadata.name)
+                .map(|d| {
+                    (
+                        d.metadata.name.unwrap_or_default(),
+                        d.spec.replicas.unwrap_or(1),
+                    )
+                })
                 .collect();
-            (names.len() == 1).then_some(names)
+            got.sort();
+            let mut want = want.clone();
+            want.sort();
+            (got == want).then_some(())
         },
     )
     .await;
-    assert!(names[0].starts_with("web-"));
     env.cleanup().await;
 }
 
@@ -1035,6 +1048,94 @@ async fn s15_rolling_rollback_after_promotion_is_charged_until_the_bad_pods_are_
         tally.failed,
         tally.ok + tally.failed
     );
+    env.cleanup().await;
+}
+
+/// A rollback by hand to an earlier healthy revision brings back exactly what ran then, not
+/// that image under today's settings: blue-green keeps the retired revision's Deployment at zero
+/// replicas and scales that very object back up.
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s16_manual_rollback_restores_the_revision_exactly_as_it_ran() {
+    let env = Env::new("s16").await;
+    env.apply(env.spec("shortener:v1", &[("RELEASE_NOTE", "first")]))
+        .await
+        .unwrap();
+    env.wait_outcome(1, Outcome::Promoted).await;
+    let sr = env
+        .wait_phase(Phase::Healthy, Duration::from_secs(30))
+        .await;
+    let v1_name = format!("{NAME}-{}", sr.status.unwrap().history[0].pod_template_hash);
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), &env.ns);
+    let v1_uid = deployments.get(&v1_name).await.unwrap().metadata.uid;
+
+    env.apply(env.spec("shortener:v2", &[("RELEASE_NOTE", "second")]))
+        .await
+        .unwrap();
+    env.wait_outcome(2, Outcome::Promoted).await;
+    env.wait_phase(Phase::Healthy, Duration::from_secs(30))
+        .await;
+    eventually(
+        "v1 retired to zero replicas",
+        Duration::from_secs(30),
+        || async {
+            let d = deployments.get(&v1_name).await.ok()?;
+            (d.spec.replicas == Some(0)).then_some(())
+        },
+    )
+    .await;
+
+    let traffic = Traffic::start(env.active_address().await);
+    traffic.more(20).await;
+    let patch = json!({"metadata": {"annotations": {"shortener.dev/rollback-to": "previous"}}});
+    env.srs
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let sr = env
+        .wait("v1 serving again", Duration::from_secs(90), |sr| {
+            let st = sr.status.as_ref();
+            sr.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::RolledBack)
+                && st
+                    .and_then(|s| s.stable_revision)
+                    .and_then(|n| st?.history.iter().find(|r| r.revision == n))
+                    .is_some_and(|r| r.image == "shortener:v1" && r.revision == 3)
+        })
+        .await;
+    traffic.more(30).await;
+    let tally = traffic.stop().await;
+
+    let d = deployments.get(&v1_name).await.unwrap();
+    assert_eq!(
+        d.metadata.uid, v1_uid,
+        "the same Deployment, scaled back up"
+    );
+    let env_of = |d: &Deployment| -> Vec<(String, String)> {
+        d.spec.template.spec.as_ref().unwrap().containers[0]
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == "RELEASE_NOTE")
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
+    };
+    assert_eq!(
+        env_of(&d),
+        vec![("RELEASE_NOTE".to_string(), "first".to_string())],
+        "v1's settings, not today's spec"
+    );
+    assert_eq!(d.spec.replicas, Some(2));
+    let st = sr.status.unwrap();
+    assert_eq!(
+        st.history
+            .iter()
+            .find(|r| r.revision == 2)
+            .map(|r| r.outcome),
+        Some(Outcome::Failed)
+    );
+    assert_eq!(tally.failed, 0, "{tally:?}");
     env.cleanup().await;
 }
 
