@@ -24,6 +24,13 @@ pub const MANAGER: &str = "shortener-operator";
 /// Selector value that matches no pods (an active Service before the first promotion).
 pub const NO_REVISION: &str = "none";
 
+/// A pod told to stop keeps serving this long, unready, before it closes its listener: the
+/// time for its Service to stop routing to it (endpoint changes reach every proxy a moment
+/// after the pod is signalled). Without it, the revision that served until a rollback or an
+/// abort would refuse the last requests routed to it. `spec.env` may set another value.
+pub const DEFAULT_SHUTDOWN_DELAY: &str = "5s";
+const SHUTDOWN_DELAY_ENV: &str = "SHORTENER_SHUTDOWN_DELAY";
+
 /// The pod template of a spec, without the revision label (the hash is computed over it).
 pub fn pod_template(name: &str, spec: &ShortenerReleaseSpec) -> PodTemplateSpec {
     let mut env: Vec<EnvVar> = spec
@@ -40,6 +47,13 @@ pub fn pod_template(name: &str, spec: &ShortenerReleaseSpec) -> PodTemplateSpec 
         value: Some(spec.port.to_string()),
         ..Default::default()
     });
+    if !spec.env.iter().any(|e| e.name == SHUTDOWN_DELAY_ENV) {
+        env.push(EnvVar {
+            name: SHUTDOWN_DELAY_ENV.into(),
+            value: Some(DEFAULT_SHUTDOWN_DELAY.into()),
+            ..Default::default()
+        });
+    }
     let http_probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
@@ -307,5 +321,23 @@ mod tests {
         let probe = c.readiness_probe.clone().unwrap();
         assert_eq!(probe.period_seconds, Some(1));
         assert_eq!(probe.http_get.unwrap().path.as_deref(), Some("/readyz"));
+    }
+
+    #[test]
+    fn pods_drain_for_a_shutdown_delay_unless_the_spec_sets_one() {
+        let delay = |s: &ShortenerReleaseSpec| -> Vec<String> {
+            let c = &pod_template("web", s).spec.unwrap().containers[0];
+            c.env
+                .iter()
+                .flatten()
+                .filter(|e| e.name == "SHORTENER_SHUTDOWN_DELAY")
+                .filter_map(|e| e.value.clone())
+                .collect()
+        };
+        let default = spec(serde_json::json!({"image": "shortener:v1"}));
+        assert_eq!(delay(&default), vec![DEFAULT_SHUTDOWN_DELAY]);
+        let own = spec(serde_json::json!({"image": "shortener:v1",
+            "env": [{"name": "SHORTENER_SHUTDOWN_DELAY", "value": "15s"}]}));
+        assert_eq!(delay(&own), vec!["15s"], "the user's value, once");
     }
 }

@@ -33,6 +33,8 @@ pub struct AppState {
     /// Base of `short_url`, without a trailing slash; `None` means "from the Host header".
     pub public_url: Option<Arc<str>>,
     pub request_timeout: Duration,
+    /// Set on SIGTERM: /readyz answers 503 while requests are still served.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {

@@ -39,6 +39,12 @@ pub struct Config {
     #[arg(long, env = "SHORTENER_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// After SIGTERM, keep serving this long while /readyz answers 503, so load balancers
+    /// stop sending traffic before the listener closes (Kubernetes removes a terminating
+    /// pod from its Service's endpoints a moment after it has signalled the pod).
+    #[arg(long, env = "SHORTENER_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// Fault injection for game days; see shortener/README.md. Off when unset.
     #[arg(long, env = "SHORTENER_FAULT", hide = true)]
     pub fault: Option<String>,

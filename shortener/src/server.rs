@@ -74,7 +74,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         faults: Arc::new(faults),
         public_url,
         request_timeout: config.request_timeout,
+        draining: Arc::default(),
     };
+    let draining = Arc::clone(&state.draining);
     let addr = SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -91,7 +93,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     );
 
     axum::serve(listener, app::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            if !config.shutdown_delay.is_zero() {
+                tracing::info!(
+                    delay = ?config.shutdown_delay,
+                    "not ready; serving on until the load balancer has let go"
+                );
+                tokio::time::sleep(config.shutdown_delay).await;
+            }
+            tracing::info!("draining in-flight requests");
+        })
         .await
         .map_err(StartError::Serve)?;
 
@@ -125,5 +138,5 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutdown signal received; draining in-flight requests");
+    tracing::info!("shutdown signal received");
 }

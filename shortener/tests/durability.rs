@@ -181,3 +181,32 @@ async fn sigterm_drains_in_flight_requests() {
         (308, Some("https://example.com/drain".to_owned()))
     );
 }
+
+/// With `SHORTENER_SHUTDOWN_DELAY`, SIGTERM first makes the pod unready (so Kubernetes takes
+/// it out of the Service) while it still answers users, and only then stops: a revision
+/// scaled down right after losing the traffic drops no request that was routed to it late.
+#[tokio::test]
+async fn sigterm_with_a_shutdown_delay_stays_unready_but_serving_then_exits() {
+    let (_dir, store) = temp_store();
+    let c = client();
+    let mut s = Server::start_ready(&store, &[("SHORTENER_SHUTDOWN_DELAY", "4s")]).await;
+    s.sigterm();
+    eventually("/readyz answers 503", || async {
+        c.get(s.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    let slug = create_ok(&c, &s, "https://example.com/late", None).await;
+    assert_eq!(resolve(&c, &s, &slug).await.0, 308, "still serving users");
+    assert!(s.wait_exit().success(), "then a clean exit");
+    assert!(s.logs().iter().any(|l| l.contains("not ready; serving on")));
+
+    let s = Server::start_ready(&store, &[]).await;
+    assert_eq!(
+        resolve(&c, &s, &slug).await.0,
+        308,
+        "the late create was saved"
+    );
+}

@@ -21,6 +21,9 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(AppError::NotReady("shutting down".into()));
+    }
     if let Some(reason) = state.faults.not_ready_reason() {
         return Err(AppError::NotReady(reason));
     }
