@@ -96,8 +96,10 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
                     .get(&hash)
                     .map(|a| a.all.clone())
                     .unwrap_or_default();
-                let key = format!("{ns}/{name}/{hash}");
-                observed.analysis = Some(analyze(ctx, &key, &ips, spec.port).await);
+                // The bake's status holds each pod's counters at the previous sample.
+                let empty = BTreeMap::new();
+                let baseline = status.analysis.as_ref().map_or(&empty, |a| &a.pod_counts);
+                observed.analysis = Some(analyze(ctx, baseline, &ips, spec.port).await);
             }
             Decision::Probe(p) => {
                 warn!(probe = ?p, "decision asked for the same probe twice");
@@ -284,33 +286,31 @@ async fn smoke(ctx: &Context, ips: &[String], port: i32, hash: &str) -> SmokeRes
     SmokeResult::Passed
 }
 
-async fn analyze(ctx: &Context, key: &str, ips: &[String], port: i32) -> AnalysisSample {
-    let mut sample = AnalysisSample::default();
+/// Reads every pod's counters and returns what happened since `baseline` (the counters at
+/// the previous sample, kept in the release's status), with the new counters as the next
+/// baseline. A pod without a baseline counts from its start, which before promotion held
+/// only probes and the (passed) smoke test.
+async fn analyze(
+    ctx: &Context,
+    baseline: &BTreeMap<String, probes::Counts>,
+    ips: &[String],
+    port: i32,
+) -> AnalysisSample {
+    let mut scraped = Vec::with_capacity(ips.len());
     for ip in ips {
-        let counts = match probes::scrape(&ctx.http, ip, port).await {
-            Ok(c) => c,
-            Err(e) => {
-                // An unreachable pod shows up in readiness and restarts; skip its numbers.
-                warn!(error = %e, "metrics scrape failed");
-                continue;
-            }
-        };
-        let pod_key = format!("{key}/{ip}");
-        let base = ctx
-            .baselines
-            .lock()
-            .map(|mut b| b.insert(pod_key, counts).unwrap_or_default())
-            .unwrap_or_default();
-        // A counter that went down means the process restarted: count from zero.
-        let (req, err) = if counts.requests >= base.requests {
-            (counts.requests - base.requests, counts.errors - base.errors)
-        } else {
-            (counts.requests, counts.errors)
-        };
-        sample.requests += req;
-        sample.errors += err.max(0);
+        let counts = probes::scrape(&ctx.http, ip, port).await;
+        if let Err(e) = &counts {
+            // An unreachable pod shows up in readiness and restarts; skip its numbers.
+            warn!(error = %e, "metrics scrape failed");
+        }
+        scraped.push((ip.clone(), counts.ok()));
     }
-    sample
+    let (requests, errors, pod_counts) = probes::since_baseline(baseline, scraped);
+    AnalysisSample {
+        requests,
+        errors,
+        pod_counts,
+    }
 }
 
 async fn execute(
@@ -392,12 +392,6 @@ async fn execute(
     }
     for action in &plan.deployments {
         if sr.spec.strategy == Strategy::Rolling {
-            if let DeploymentAction::Delete { hash } = action
-                && let Ok(mut b) = ctx.baselines.lock()
-            {
-                let prefix = format!("{ns}/{name}/{hash}/");
-                b.retain(|k, _| !k.starts_with(&prefix));
-            }
             continue;
         }
         match action {
@@ -440,10 +434,6 @@ async fn execute(
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => return Err(e.into()),
-                }
-                if let Ok(mut b) = ctx.baselines.lock() {
-                    let prefix = format!("{ns}/{name}/{hash}/");
-                    b.retain(|k, _| !k.starts_with(&prefix));
                 }
             }
         }

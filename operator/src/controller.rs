@@ -1,8 +1,7 @@
 //! The controller: watches, the thin reconcile wrapper (span, timer, dispatch) and the
 //! error policy. The work itself is in [`crate::apply`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,7 +17,6 @@ use tracing::{Instrument, info_span, warn};
 use crate::crd::ShortenerRelease;
 use crate::incident::webhook::{WebhookConfig, WebhookSender};
 use crate::metrics::{ErrorKind, Metrics};
-use crate::probes::Counts;
 use crate::resources::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +55,6 @@ pub struct Context {
     pub recorder: Recorder,
     pub http: reqwest::Client,
     pub webhook: WebhookSender,
-    /// Last `/metrics` counters per pod, so analysis works on deltas. Lost on restart:
-    /// counters then count from the pod's start, which before promotion held only
-    /// probes and the (passed) smoke test.
-    pub baselines: Mutex<HashMap<String, Counts>>,
 }
 
 impl Context {
@@ -76,7 +70,6 @@ impl Context {
             http: crate::probes::client().map_err(|e| Error::Setup(e.to_string()))?,
             webhook: WebhookSender::new(WebhookConfig::default())
                 .map_err(|e| Error::Setup(e.to_string()))?,
-            baselines: Mutex::new(HashMap::new()),
         })
     }
 }

@@ -603,6 +603,31 @@ pub struct AnalysisStatus {
     /// 5xx answers among them.
     #[serde(default)]
     pub errors: i64,
+    /// Each pod's counters (by pod IP) at the last sample: the next sample counts from there,
+    /// also in an operator restarted mid-bake.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_counts: BTreeMap<String, RequestCounts>,
+}
+
+impl AnalysisStatus {
+    /// The bake of a revision promoted at `promoted_at`, before any sample.
+    pub fn new(promoted_at: Timestamp) -> Self {
+        Self {
+            promoted_at,
+            last_sample_at: None,
+            failed_intervals: 0,
+            requests: 0,
+            errors: 0,
+            pod_counts: BTreeMap::new(),
+        }
+    }
+}
+
+/// A pod's `shortener_http_requests_total` over user routes, and the 5xx among them.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct RequestCounts {
+    pub requests: i64,
+    pub errors: i64,
 }
 
 /// The latest failure of a revision.

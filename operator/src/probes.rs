@@ -1,5 +1,6 @@
 //! HTTP checks against a revision's pods: the smoke test and the `/metrics` scrape.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -8,10 +9,34 @@ use serde::Deserialize;
 const NON_USER_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Request counters of one pod (non-probe routes only).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub requests: i64,
-    pub errors: i64,
+pub use crate::crd::RequestCounts as Counts;
+
+/// Requests and errors since `baseline` over the pods just scraped (`None`: the scrape failed),
+/// and the counters to use as the next baseline. A pod without a baseline counts from its
+/// start; a counter that went down means the process restarted, so it counts from zero; a pod
+/// that could not be read adds nothing and keeps its baseline.
+pub fn since_baseline(
+    baseline: &BTreeMap<String, Counts>,
+    scraped: Vec<(String, Option<Counts>)>,
+) -> (i64, i64, BTreeMap<String, Counts>) {
+    let (mut requests, mut errors) = (0, 0);
+    let mut next = BTreeMap::new();
+    for (ip, counts) in scraped {
+        let base = baseline.get(&ip).copied();
+        let Some(counts) = counts else {
+            if let Some(base) = base {
+                next.insert(ip, base);
+            }
+            continue;
+        };
+        let base = base
+            .filter(|b| counts.requests >= b.requests && counts.errors >= b.errors)
+            .unwrap_or_default();
+        requests += counts.requests - base.requests;
+        errors += counts.errors - base.errors;
+        next.insert(ip, counts);
+    }
+    (requests, errors, next)
 }
 
 /// Sums `shortener_http_requests_total` over user routes from a Prometheus text exposition.
@@ -126,6 +151,49 @@ pub async fn smoke_test(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn c(requests: i64, errors: i64) -> Counts {
+        Counts { requests, errors }
+    }
+
+    #[test]
+    fn samples_count_from_the_baseline_kept_in_status() {
+        let ip = |n: u8| format!("10.0.0.{n}");
+        let baseline: BTreeMap<String, Counts> = [
+            (ip(1), c(100, 2)),
+            (ip(2), c(50, 0)),
+            (ip(3), c(80, 8)),
+            (ip(4), c(9, 1)),
+        ]
+        .into();
+        let (requests, errors, next) = since_baseline(
+            &baseline,
+            vec![
+                (ip(1), Some(c(130, 12))), // 30 more, 10 of them errors
+                (ip(2), Some(c(5, 5))),    // restarted: counts from zero
+                (ip(3), None),             // not readable this time
+                (ip(5), Some(c(4, 0))),    // new pod: counts from its start
+            ],
+        );
+        assert_eq!((requests, errors), (30 + 5 + 4, 10 + 5));
+        let want: BTreeMap<String, Counts> = [
+            (ip(1), c(130, 12)),
+            (ip(2), c(5, 5)),
+            (ip(3), c(80, 8)),
+            (ip(5), c(4, 0)),
+        ]
+        .into();
+        assert_eq!(next, want, "pod 4 is gone, pod 3 keeps its baseline");
+    }
+
+    #[test]
+    fn an_operator_restart_does_not_count_a_bake_twice() {
+        // The first sample after a restart starts from the status, not from the pods' start.
+        let before: BTreeMap<String, Counts> = [("p".to_string(), c(1000, 40))].into();
+        let (requests, errors, _) =
+            since_baseline(&before, vec![("p".to_string(), Some(c(1010, 40)))]);
+        assert_eq!((requests, errors), (10, 0));
+    }
 
     #[test]
     fn counts_user_routes_and_5xx_only() {

@@ -104,10 +104,12 @@ pub enum SmokeResult {
 }
 
 /// Non-probe requests and 5xx answers of the new revision since the previous sample.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct AnalysisSample {
     pub requests: i64,
     pub errors: i64,
+    /// Each pod's counters as just read: the baseline of the next sample.
+    pub pod_counts: BTreeMap<String, crate::crd::RequestCounts>,
 }
 
 /// Everything observed for one reconcile.
@@ -985,22 +987,21 @@ impl<'a> Decider<'a> {
     ) -> Option<Probe> {
         let spec = self.input.spec;
         self.active = Some(hash.clone());
-        let mut analysis = self.st.analysis.clone().unwrap_or(AnalysisStatus {
-            promoted_at,
-            last_sample_at: None,
-            failed_intervals: 0,
-            requests: 0,
-            errors: 0,
-        });
+        let mut analysis = self
+            .st
+            .analysis
+            .clone()
+            .unwrap_or(AnalysisStatus::new(promoted_at));
         let interval = f64::from(spec.analysis.interval_seconds);
         let since = analysis.last_sample_at.unwrap_or(analysis.promoted_at);
         if seconds_between(since, self.now()) >= interval {
-            let Some(sample) = self.input.observed.analysis else {
+            let Some(sample) = self.input.observed.analysis.as_ref() else {
                 return Some(Probe::Analyze { hash });
             };
             analysis.last_sample_at = Some(self.now());
             analysis.requests += sample.requests;
             analysis.errors += sample.errors;
+            analysis.pod_counts = sample.pod_counts.clone();
             if interval_failed(spec, sample) {
                 analysis.failed_intervals += 1;
                 self.health = Health::Down(since);
@@ -1043,13 +1044,7 @@ impl<'a> Decider<'a> {
         if let Some(r) = self.record_mut(rec.revision) {
             r.promoted_at = Some(now);
         }
-        self.st.analysis = Some(AnalysisStatus {
-            promoted_at: now,
-            last_sample_at: None,
-            failed_intervals: 0,
-            requests: 0,
-            errors: 0,
-        });
+        self.st.analysis = Some(AnalysisStatus::new(now));
         self.active = Some(rec.pod_template_hash.clone());
         let msg = format!(
             "revision {} passed its checks and serves traffic; baking {}s",
@@ -1082,13 +1077,11 @@ impl<'a> Decider<'a> {
     /// The revision failed before it took traffic.
     fn fail(&mut self, rec: &RevisionRecord, why: FailureReason, detail: String) {
         if let Some(promoted_at) = rec.promoted_at {
-            let analysis = self.st.analysis.clone().unwrap_or(AnalysisStatus {
-                promoted_at,
-                last_sample_at: None,
-                failed_intervals: 0,
-                requests: 0,
-                errors: 0,
-            });
+            let analysis = self
+                .st
+                .analysis
+                .clone()
+                .unwrap_or(AnalysisStatus::new(promoted_at));
             let since = analysis.last_sample_at.unwrap_or(analysis.promoted_at);
             self.fail_promoted(rec, why, detail, since, &analysis);
             return;
@@ -1537,7 +1530,7 @@ pub fn rolling_target(plan: &Plan) -> Option<RollingTarget> {
 /// 15 minutes: what the schema's default allows, used if the spec cannot be parsed.
 const DEFAULT_ALLOWED_SECONDS: i64 = 900;
 
-fn interval_failed(spec: &ShortenerReleaseSpec, sample: AnalysisSample) -> bool {
+fn interval_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool {
     if sample.requests < spec.analysis.min_requests || sample.requests <= 0 {
         return false;
     }
@@ -1646,10 +1639,7 @@ mod tests {
                 hash: V1,
                 observed: Observed::default(),
                 smoke: SmokeResult::Passed,
-                sample: AnalysisSample {
-                    requests: 100,
-                    errors: 0,
-                },
+                sample: sample(100, 0),
                 now: Timestamp::from_second(1_800_000_000).unwrap(),
                 paused: false,
                 retry: None,
@@ -1704,7 +1694,7 @@ mod tests {
                         assert!(!self.probes.contains(&p), "probe asked twice: {p:?}");
                         match &p {
                             Probe::SmokeTest { .. } => observed.smoke = Some(self.smoke.clone()),
-                            Probe::Analyze { .. } => observed.analysis = Some(self.sample),
+                            Probe::Analyze { .. } => observed.analysis = Some(self.sample.clone()),
                         }
                         self.probes.push(p);
                     }
@@ -1799,6 +1789,15 @@ mod tests {
             } if h == hash => Some(*replicas),
             _ => None,
         })
+    }
+
+    /// What one scrape of the new revision's pods found since the previous one.
+    fn sample(requests: i64, errors: i64) -> AnalysisSample {
+        AnalysisSample {
+            requests,
+            errors,
+            pod_counts: BTreeMap::new(),
+        }
     }
 
     fn deletes(plan: &Plan, hash: &str) -> bool {
@@ -1975,10 +1974,7 @@ mod tests {
         );
         assert_eq!(w.status.phase, Phase::Analyzing, "clean interval");
 
-        w.sample = AnalysisSample {
-            requests: 40,
-            errors: 30,
-        };
+        w.sample = sample(40, 30);
         w.advance(1);
         let plan = w.step();
         assert_eq!(w.status.phase, Phase::RolledBack);
@@ -2003,6 +1999,26 @@ mod tests {
     }
 
     #[test]
+    fn each_sample_leaves_its_pod_counters_in_status_for_the_next() {
+        let mut w = World::with_v2_ready();
+        w.step();
+        w.sample = sample(10, 0);
+        w.sample.pod_counts = [(
+            "127.0.1.9".to_string(),
+            crate::crd::RequestCounts {
+                requests: 12,
+                errors: 0,
+            },
+        )]
+        .into();
+        w.advance(1);
+        w.step();
+        let analysis = w.status.analysis.clone().unwrap();
+        assert_eq!(analysis.pod_counts, w.sample.pod_counts);
+        assert_eq!(analysis.requests, 10);
+    }
+
+    #[test]
     fn analysis_thresholds() {
         // (maxErrorRate %, failureLimit, minRequests, samples, fails)
         type Samples<'a> = &'a [(i64, i64)];
@@ -2022,10 +2038,7 @@ mod tests {
             w.spec.analysis.bake_seconds = 100;
             w.step();
             for (requests, errors) in samples {
-                w.sample = AnalysisSample {
-                    requests: *requests,
-                    errors: *errors,
-                };
+                w.sample = sample(*requests, *errors);
                 w.advance(1);
                 w.step();
             }
@@ -2053,10 +2066,7 @@ mod tests {
         let mut w = World::with_v2_ready();
         w.spec.rollback.automatic = false;
         w.step();
-        w.sample = AnalysisSample {
-            requests: 10,
-            errors: 10,
-        };
+        w.sample = sample(10, 10);
         w.advance(1);
         let plan = w.step();
         assert_eq!(w.status.phase, Phase::Degraded);
@@ -2236,10 +2246,7 @@ mod tests {
         w.step();
         w.advance(1);
         w.step(); // clean interval
-        w.sample = AnalysisSample {
-            requests: 10,
-            errors: 10,
-        };
+        w.sample = sample(10, 10);
         w.advance(2);
         let plan = w.step();
         assert_eq!(w.status.phase, Phase::RolledBack);
@@ -2286,10 +2293,7 @@ mod tests {
         w.spec.sla.allowed_downtime_per_year = "1s".into();
         w.spec.sla.freeze_when_exhausted = true;
         w.step();
-        w.sample = AnalysisSample {
-            requests: 10,
-            errors: 10,
-        };
+        w.sample = sample(10, 10);
         w.advance(2);
         w.step();
         assert_eq!(w.status.phase, Phase::RolledBack);
@@ -2746,7 +2750,7 @@ mod tests {
             hash: w.hash,
             observed: w.observed.clone(),
             smoke: w.smoke.clone(),
-            sample: w.sample,
+            sample: w.sample.clone(),
             now: w.now,
             paused: false,
             retry: None,
@@ -2891,10 +2895,7 @@ mod tests {
             self.pods(V1, 0, None);
             self.step();
             assert_eq!(self.status.phase, Phase::Analyzing);
-            self.sample = AnalysisSample {
-                requests: 100,
-                errors: 50,
-            };
+            self.sample = sample(100, 50);
         }
     }
 
