@@ -160,7 +160,12 @@ impl Elector {
                 () = tokio::time::sleep(self.settings.retry_period) => {}
                 _ = &mut stop => {
                     let _ = leading.send(false);
-                    self.release().await;
+                    // Bounded: an API server that does not answer must not hold up the exit;
+                    // the Lease then expires by itself.
+                    let bound = self.settings.retry_period;
+                    if tokio::time::timeout(bound, self.release()).await.is_err() {
+                        warn!("leader election: releasing the lease timed out; it will expire");
+                    }
                     return;
                 }
             }
