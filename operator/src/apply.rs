@@ -305,12 +305,7 @@ async fn analyze(
         }
         scraped.push((ip.clone(), counts.ok()));
     }
-    let (requests, errors, pod_counts) = probes::since_baseline(baseline, scraped);
-    AnalysisSample {
-        requests,
-        errors,
-        pod_counts,
-    }
+    probes::since_baseline(baseline, scraped)
 }
 
 async fn execute(

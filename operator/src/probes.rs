@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::rollout::AnalysisSample;
+
 /// Probe routes and `/metrics` are not user traffic; analysis leaves them out.
 const NON_USER_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
@@ -18,25 +20,24 @@ pub use crate::crd::RequestCounts as Counts;
 pub fn since_baseline(
     baseline: &BTreeMap<String, Counts>,
     scraped: Vec<(String, Option<Counts>)>,
-) -> (i64, i64, BTreeMap<String, Counts>) {
-    let (mut requests, mut errors) = (0, 0);
-    let mut next = BTreeMap::new();
+) -> AnalysisSample {
+    let mut sample = AnalysisSample::default();
     for (ip, counts) in scraped {
         let base = baseline.get(&ip).copied();
         let Some(counts) = counts else {
             if let Some(base) = base {
-                next.insert(ip, base);
+                sample.pod_counts.insert(ip, base);
             }
             continue;
         };
         let base = base
             .filter(|b| counts.requests >= b.requests && counts.errors >= b.errors)
             .unwrap_or_default();
-        requests += counts.requests - base.requests;
-        errors += counts.errors - base.errors;
-        next.insert(ip, counts);
+        sample.requests += counts.requests - base.requests;
+        sample.errors += counts.errors - base.errors;
+        sample.pod_counts.insert(ip, counts);
     }
-    (requests, errors, next)
+    sample
 }
 
 /// Sums `shortener_http_requests_total` over user routes from a Prometheus text exposition.
@@ -166,7 +167,7 @@ mod tests {
             (ip(4), c(9, 1)),
         ]
         .into();
-        let (requests, errors, next) = since_baseline(
+        let sample = since_baseline(
             &baseline,
             vec![
                 (ip(1), Some(c(130, 12))), // 30 more, 10 of them errors
@@ -175,7 +176,7 @@ mod tests {
                 (ip(5), Some(c(4, 0))),    // new pod: counts from its start
             ],
         );
-        assert_eq!((requests, errors), (30 + 5 + 4, 10 + 5));
+        assert_eq!((sample.requests, sample.errors), (30 + 5 + 4, 10 + 5));
         let want: BTreeMap<String, Counts> = [
             (ip(1), c(130, 12)),
             (ip(2), c(5, 5)),
@@ -183,16 +184,18 @@ mod tests {
             (ip(5), c(4, 0)),
         ]
         .into();
-        assert_eq!(next, want, "pod 4 is gone, pod 3 keeps its baseline");
+        assert_eq!(
+            sample.pod_counts, want,
+            "pod 4 is gone, pod 3 keeps its baseline"
+        );
     }
 
     #[test]
     fn an_operator_restart_does_not_count_a_bake_twice() {
         // The first sample after a restart starts from the status, not from the pods' start.
         let before: BTreeMap<String, Counts> = [("p".to_string(), c(1000, 40))].into();
-        let (requests, errors, _) =
-            since_baseline(&before, vec![("p".to_string(), Some(c(1010, 40)))]);
-        assert_eq!((requests, errors), (10, 0));
+        let sample = since_baseline(&before, vec![("p".to_string(), Some(c(1010, 40)))]);
+        assert_eq!((sample.requests, sample.errors), (10, 0));
     }
 
     #[test]

@@ -1290,6 +1290,19 @@ impl<'a> Decider<'a> {
         true
     }
 
+    /// The stable revision runs at full size beside `running` (unless it is `running`), and
+    /// every other revision is retired.
+    fn stable_beside(&self, running: Option<&String>, deployments: &mut Vec<DeploymentAction>) {
+        let stable = self.stable_hash();
+        if let Some(hash) = stable.clone().filter(|s| Some(s) != running) {
+            deployments.push(DeploymentAction::Scale {
+                hash,
+                replicas: self.input.spec.replicas,
+            });
+        }
+        self.retire(&[running, stable.as_ref()], deployments);
+    }
+
     /// What becomes of the Deployments of revisions other than `running`. With blue-green,
     /// a revision that was promoted and is still in the history keeps its Deployment, scaled
     /// to zero, so that rolling back to it by hand brings back exactly the pods that ran
@@ -1350,13 +1363,7 @@ impl<'a> Decider<'a> {
                         replicas,
                     }
                 });
-                if let Some(stable) = stable.clone().filter(|s| *s != hash) {
-                    deployments.push(DeploymentAction::Scale {
-                        hash: stable,
-                        replicas: spec.replicas,
-                    });
-                }
-                self.retire(&[Some(&hash), stable.as_ref()], &mut deployments);
+                self.stable_beside(Some(&hash), &mut deployments);
                 routing = Some(Routing {
                     active: self.active.clone(),
                     preview: Some(hash),
@@ -1364,19 +1371,12 @@ impl<'a> Decider<'a> {
             }
         } else if self.frozen {
             let stable = self.stable_hash();
-            if let Some(stable) = stable.clone() {
-                deployments.push(DeploymentAction::Scale {
-                    hash: stable,
-                    replicas: spec.replicas,
-                });
-            }
-            self.retire(&[stable.as_ref()], &mut deployments);
+            self.stable_beside(None, &mut deployments);
             routing = Some(Routing {
                 active: stable.clone(),
                 preview: stable,
             });
         } else if self.touch {
-            let stable = self.stable_hash();
             let current = self.record(self.st.current_revision).cloned();
             let desired_serves = self.active.as_deref() == Some(desired.as_str());
             let desired_replicas = match current {
@@ -1393,13 +1393,7 @@ impl<'a> Decider<'a> {
                 hash: desired.clone(),
                 replicas: desired_replicas,
             });
-            if let Some(stable) = stable.clone().filter(|s| *s != desired) {
-                deployments.push(DeploymentAction::Scale {
-                    hash: stable,
-                    replicas: spec.replicas,
-                });
-            }
-            self.retire(&[Some(&desired), stable.as_ref()], &mut deployments);
+            self.stable_beside(Some(&desired), &mut deployments);
             routing = Some(Routing {
                 active: self.active.clone(),
                 preview: Some(desired),
