@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::{cluster_up, eventually, kubeconfig, root, within};
+use support::{cluster_up, eventually, kubeconfig, root, unique_namespace, within};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Service};
@@ -119,14 +119,7 @@ struct Env {
 impl Env {
     async fn new(scenario: &str) -> Env {
         let client = cluster().await;
-        let ns = format!(
-            "e2e-{scenario}-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-                % 1_000_000
-        );
+        let ns = unique_namespace(&format!("e2e-{scenario}"));
         Api::<Namespace>::all(client.clone())
             .create(
                 &PostParams::default(),
@@ -174,6 +167,13 @@ impl Env {
             "progressDeadlineSeconds": 120,
             "analysis": {"intervalSeconds": 1, "bakeSeconds": 12, "maxErrorRate": 5.0},
         })
+    }
+
+    /// As `spec`, with `strategy: Rolling`.
+    fn rolling_spec(&self, image: &str, env: &[(&str, &str)]) -> serde_json::Value {
+        let mut spec = self.spec(image, env);
+        spec["strategy"] = json!("Rolling");
+        spec
     }
 
     async fn apply(&self, spec: serde_json::Value) -> Result<ShortenerRelease, kube::Error> {
@@ -983,8 +983,7 @@ async fn s14_standby_takes_over_when_the_leader_stops() {
 async fn s15_rolling_rollback_after_promotion_is_charged_until_the_bad_pods_are_gone() {
     let env = Env::new("s15").await;
     let rolling = |image: &str, vars: &[(&str, &str)]| {
-        let mut spec = env.spec(image, vars);
-        spec["strategy"] = json!("Rolling");
+        let mut spec = env.rolling_spec(image, vars);
         spec["analysis"]["bakeSeconds"] = json!(60);
         spec
     };
@@ -1558,11 +1557,7 @@ async fn s12_production_waits_for_staging_and_never_gets_what_failed_there() {
 #[ignore = "needs testenv"]
 async fn s13_rolling_release_rolls_back_a_crash_loop_in_place() {
     let env = Env::new("s13").await;
-    let rolling = |image: &str, vars: &[(&str, &str)]| {
-        let mut spec = env.spec(image, vars);
-        spec["strategy"] = json!("Rolling");
-        spec
-    };
+    let rolling = |image: &str, vars: &[(&str, &str)]| env.rolling_spec(image, vars);
     env.apply(rolling("shortener:v1", &[])).await.unwrap();
     env.wait_outcome(1, Outcome::Promoted).await;
     let sr = env

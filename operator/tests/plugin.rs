@@ -8,7 +8,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
-use support::{cluster_up, eventually, kubeconfig, root};
+use support::{cluster_up, eventually, kubeconfig, root, unique_namespace};
 
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -75,14 +75,7 @@ impl Env {
             "--timeout=30s",
             "crd/shortenerreleases.shortener.dev",
         ]));
-        let ns = format!(
-            "plugin-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-                % 1_000_000
-        );
+        let ns = unique_namespace("plugin");
         run_ok(kubectl().args(["create", "namespace", &ns]));
         // Under .testenv/plugin/, which cluster-up does not wipe.
         let dir = root().join(".testenv/plugin");

@@ -16,6 +16,15 @@ pub fn kubeconfig() -> PathBuf {
     root().join(".testenv/kubeconfig")
 }
 
+/// A namespace name unique to this run, e.g. `e2e-s4-123456`.
+pub fn unique_namespace(prefix: &str) -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    format!("{prefix}-{}", millis % 1_000_000)
+}
+
 /// Polls `f` until it returns `Some`, failing the test after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
 where
