@@ -1,5 +1,5 @@
 //! The controller: watches, the thin reconcile wrapper (span, timer, dispatch) and the
-//! error policy. The work itself is in [`crate::apply`].
+//! error policy. The work itself is in [`crate::reconcile`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,71 +8,16 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info_span, warn};
 
-use crate::crd::ShortenerRelease;
-use crate::incident::webhook::{WebhookConfig, WebhookSender};
-use crate::metrics::{ErrorKind, Metrics};
+use crate::api::ShortenerRelease;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::metrics::ErrorKind;
 use crate::resources::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("object has no {0}")]
-    MissingField(&'static str),
-    #[error("serializing: {0}")]
-    Serialize(#[from] serde_json::Error),
-    #[error("setting up: {0}")]
-    Setup(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// The class that picks the backoff and the `kind` metric label.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::Kube(kube::Error::Api(status)) => match status.code {
-                409 => ErrorKind::Conflict,
-                400 | 403 | 404 | 422 => ErrorKind::Permanent,
-                _ => ErrorKind::Transient,
-            },
-            Error::Kube(_) => ErrorKind::Transient,
-            Error::MissingField(_) | Error::Serialize(_) | Error::Setup(_) => ErrorKind::Permanent,
-        }
-    }
-}
-
-/// Shared by every reconcile.
-pub struct Context {
-    pub client: Client,
-    pub metrics: Metrics,
-    pub recorder: Recorder,
-    pub http: reqwest::Client,
-    pub webhook: WebhookSender,
-}
-
-impl Context {
-    pub fn new(client: Client, metrics: Metrics) -> Result<Self> {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
-        Ok(Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            metrics,
-            http: crate::probes::client().map_err(|e| Error::Setup(e.to_string()))?,
-            webhook: WebhookSender::new(WebhookConfig::default())
-                .map_err(|e| Error::Setup(e.to_string()))?,
-        })
-    }
-}
 
 async fn reconcile(sr: Arc<ShortenerRelease>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer();
@@ -85,7 +30,7 @@ async fn reconcile(sr: Arc<ShortenerRelease>, ctx: Arc<Context>) -> Result<Actio
             ctx.metrics.forget(&namespace, &name);
             return Ok(Action::await_change());
         }
-        crate::apply::reconcile_release(&sr, &ctx).await
+        crate::reconcile::release(&sr, &ctx).await
     }
     .instrument(span)
     .await

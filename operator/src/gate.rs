@@ -4,15 +4,8 @@
 //! The controller reads the gate release and hands what it found to [`evaluate`]; the
 //! rollout treats anything but [`GateState::Open`] as "start nothing new".
 
-use crate::crd::{ReleaseRef, ShortenerRelease, ShortenerReleaseSpec};
-
-/// Reasons of a closed gate (conditions and Events).
-pub mod reason {
-    pub const AWAITING_PROMOTION: &str = "AwaitingPromotion";
-    pub const PROMOTION_GATE_NOT_FOUND: &str = "PromotionGateNotFound";
-    pub const PROMOTION_GATE_CYCLE: &str = "PromotionGateCycle";
-    pub const PROMOTION_GATE_FORBIDDEN: &str = "PromotionGateForbidden";
-}
+use crate::api::reason;
+use crate::api::{ReleaseRef, ShortenerRelease, ShortenerReleaseSpec};
 
 /// Whether this release may roll its image out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,17 +1,21 @@
-//! HTTP checks against a revision's pods: the smoke test and the `/metrics` scrape.
+//! HTTP checks against a revision's pods: the smoke test and the `/metrics` scrape, and
+//! [`Http`], which answers the decision's probes with them.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
+use tracing::warn;
 
-use crate::rollout::AnalysisSample;
+use crate::rollout::{AnalysisSample, Prober, SmokeResult};
 
 /// Probe routes and `/metrics` are not user traffic; analysis leaves them out.
 const NON_USER_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Request counters of one pod (non-probe routes only).
-pub use crate::crd::RequestCounts as Counts;
+pub use crate::api::RequestCounts as Counts;
 
 /// Requests and errors since `baseline` over the pods just scraped (`None`: the scrape failed),
 /// and the counters to use as the next baseline. A pod without a baseline counts from its
@@ -147,6 +151,83 @@ pub async fn smoke_test(
         ));
     }
     Ok(())
+}
+
+/// Pod IPs of one revision.
+#[derive(Default)]
+pub struct PodAddresses {
+    pub ready: Vec<String>,
+    pub all: Vec<String>,
+}
+
+/// Answers the decision's probes over HTTP, against the pods of the revision it names.
+pub struct Http<'a> {
+    pub client: &'a reqwest::Client,
+    pub addresses: &'a BTreeMap<String, PodAddresses>,
+    /// Each pod's counters at the previous sample, from the bake's status.
+    pub baseline: &'a BTreeMap<String, Counts>,
+    pub port: i32,
+}
+
+impl Prober for Http<'_> {
+    fn smoke_test(&mut self, hash: &str) -> impl Future<Output = SmokeResult> + Send {
+        let ips = self
+            .addresses
+            .get(hash)
+            .map(|a| a.ready.clone())
+            .unwrap_or_default();
+        smoke_all(self.client, ips, self.port, hash.to_string())
+    }
+
+    fn analyze(&mut self, hash: &str) -> impl Future<Output = AnalysisSample> + Send {
+        let ips = self
+            .addresses
+            .get(hash)
+            .map(|a| a.all.clone())
+            .unwrap_or_default();
+        analyze(self.client, self.baseline, ips, self.port)
+    }
+}
+
+/// The smoke test on every ready pod of the revision; the first failure ends it.
+async fn smoke_all(
+    client: &reqwest::Client,
+    ips: Vec<String>,
+    port: i32,
+    hash: String,
+) -> SmokeResult {
+    if ips.is_empty() {
+        return SmokeResult::Failed("no ready pod to test".into());
+    }
+    for ip in &ips {
+        let marker = format!("{hash}-{}", Timestamp::now().as_millisecond());
+        if let Err(e) = smoke_test(client, ip, port, &marker).await {
+            return SmokeResult::Failed(e);
+        }
+    }
+    SmokeResult::Passed
+}
+
+/// Reads every pod's counters and returns what happened since `baseline` (the counters at
+/// the previous sample, kept in the release's status), with the new counters as the next
+/// baseline. A pod without a baseline counts from its start, which before promotion held
+/// only probes and the (passed) smoke test.
+async fn analyze(
+    client: &reqwest::Client,
+    baseline: &BTreeMap<String, Counts>,
+    ips: Vec<String>,
+    port: i32,
+) -> AnalysisSample {
+    let mut scraped = Vec::with_capacity(ips.len());
+    for ip in ips {
+        let counts = scrape(client, &ip, port).await;
+        if let Err(e) = &counts {
+            // An unreachable pod shows up in readiness and restarts; skip its numbers.
+            warn!(error = %e, "metrics scrape failed");
+        }
+        scraped.push((ip, counts.ok()));
+    }
+    since_baseline(baseline, scraped)
 }
 
 #[cfg(test)]
