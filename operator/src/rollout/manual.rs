@@ -1,9 +1,8 @@
 //! Manual controls (`shortener.dev/promote`, `abort`, `rollback-to`; parsed in
 //! [`crate::manual`]) and a manual rollback carried on until it serves.
 
-use super::{
-    Decider, FAST_REQUEUE, IDLE_REQUEUE, Probe, RollbackNote, SmokeResult, seconds_between,
-};
+use super::progress::Checks;
+use super::{Decider, FAST_REQUEUE, IDLE_REQUEUE, Probe, RollbackNote, seconds_between};
 use crate::api::reason;
 use crate::api::{FailureReason, Outcome, Phase, RevisionRecord};
 use crate::manual::{Control, Target};
@@ -314,42 +313,19 @@ impl Decider<'_> {
                     self.fail(&rec, f.reason, f.message);
                     return None;
                 }
-                if obs.ready_pods >= spec.replicas {
-                    if spec.health_check.smoke_test {
-                        match &self.input.observed.smoke {
-                            None => {
-                                return Some(Probe::SmokeTest {
-                                    hash: rec.pod_template_hash.clone(),
-                                });
-                            }
-                            Some(SmokeResult::Failed(msg)) => {
-                                let msg = msg.clone();
-                                self.fail(&rec, FailureReason::SmokeTestFailed, msg);
-                                return None;
-                            }
-                            Some(SmokeResult::Passed) => {}
-                        }
-                    }
-                    self.restore(&rec, &hint);
-                    return None;
-                }
-                let elapsed = seconds_between(rec.started_at, self.now());
-                if elapsed >= f64::from(spec.progress_deadline_seconds) {
-                    let msg = format!(
-                        "{}/{} pods ready after {}s",
-                        obs.ready_pods, spec.replicas, spec.progress_deadline_seconds
-                    );
-                    self.fail(&rec, FailureReason::ProgressDeadlineExceeded, msg);
-                    return None;
-                }
-                self.set_phase(
-                    Phase::Progressing,
-                    reason::MANUAL_ROLLBACK,
-                    format!(
-                        "rolling back by hand to {} (revision {}): {}/{} pods ready",
-                        rec.image, rec.revision, obs.ready_pods, spec.replicas
+                match self.check_unpromoted(&rec, &obs) {
+                    Checks::Passed => self.restore(&rec, &hint),
+                    Checks::Probe(probe) => return Some(probe),
+                    Checks::Failed => {}
+                    Checks::Waiting => self.set_phase(
+                        Phase::Progressing,
+                        reason::MANUAL_ROLLBACK,
+                        format!(
+                            "rolling back by hand to {} (revision {}): {}/{} pods ready",
+                            rec.image, rec.revision, obs.ready_pods, spec.replicas
+                        ),
                     ),
-                );
+                }
                 None
             }
         }

@@ -13,6 +13,18 @@ use crate::api::{
     AnalysisStatus, FailureReason, Outcome, Phase, RevisionRecord, ShortenerReleaseSpec,
 };
 
+/// Where the checks of a revision without traffic stand.
+pub(super) enum Checks {
+    /// Ready and smoke tested (if asked for): it may take the traffic.
+    Passed,
+    /// Run this first.
+    Probe(Probe),
+    /// Failed; recorded.
+    Failed,
+    /// Not all pods ready yet, within the progress deadline.
+    Waiting,
+}
+
 impl Decider<'_> {
     /// A newer spec replaces a rollout still in progress; traffic it had goes back at once.
     pub(super) fn supersede_in_progress(&mut self, current: Option<&RevisionRecord>) {
@@ -151,7 +163,7 @@ impl Decider<'_> {
         }
 
         let Some(promoted_at) = rec.promoted_at else {
-            return self.progress_unpromoted(&rec, hash, obs);
+            return self.progress_unpromoted(&rec, obs);
         };
         self.bake(&rec, hash, promoted_at)
     }
@@ -159,47 +171,64 @@ impl Decider<'_> {
     pub(super) fn progress_unpromoted(
         &mut self,
         rec: &RevisionRecord,
-        hash: String,
         obs: RevisionObservation,
     ) -> Option<Probe> {
         let spec = self.input.spec;
-        {
-            self.active = self.stable_hash();
-            self.check_serving();
-            if obs.ready_pods >= spec.replicas {
-                if spec.health_check.smoke_test {
-                    match &self.input.observed.smoke {
-                        None => return Some(Probe::SmokeTest { hash }),
-                        Some(SmokeResult::Failed(msg)) => {
-                            let msg = msg.clone();
-                            self.fail(rec, FailureReason::SmokeTestFailed, msg);
-                            return None;
-                        }
-                        Some(SmokeResult::Passed) => {}
-                    }
-                }
-                self.promote(rec);
-                return None;
-            }
-            let elapsed = seconds_between(rec.started_at, self.now());
-            if elapsed >= f64::from(spec.progress_deadline_seconds) {
-                let msg = format!(
-                    "{}/{} pods ready after {}s",
-                    obs.ready_pods, spec.replicas, spec.progress_deadline_seconds
-                );
-                self.fail(rec, FailureReason::ProgressDeadlineExceeded, msg);
-                return None;
-            }
-            self.set_phase(
+        self.active = self.stable_hash();
+        self.check_serving();
+        match self.check_unpromoted(rec, &obs) {
+            Checks::Passed => self.promote(rec),
+            Checks::Probe(probe) => return Some(probe),
+            Checks::Failed => {}
+            Checks::Waiting => self.set_phase(
                 Phase::Progressing,
                 reason::WAITING_FOR_PODS,
                 format!(
                     "revision {}: {}/{} pods ready",
                     rec.revision, obs.ready_pods, spec.replicas
                 ),
-            );
-            None
+            ),
         }
+        None
+    }
+
+    /// Readiness, the smoke test and the progress deadline of a revision without traffic (a
+    /// new one, or a manual rollback's), in the order they gate it. A failure is recorded
+    /// here.
+    pub(super) fn check_unpromoted(
+        &mut self,
+        rec: &RevisionRecord,
+        obs: &RevisionObservation,
+    ) -> Checks {
+        let spec = self.input.spec;
+        if obs.ready_pods >= spec.replicas {
+            if spec.health_check.smoke_test {
+                match &self.input.observed.smoke {
+                    None => {
+                        return Checks::Probe(Probe::SmokeTest {
+                            hash: rec.pod_template_hash.clone(),
+                        });
+                    }
+                    Some(SmokeResult::Failed(msg)) => {
+                        let msg = msg.clone();
+                        self.fail(rec, FailureReason::SmokeTestFailed, msg);
+                        return Checks::Failed;
+                    }
+                    Some(SmokeResult::Passed) => {}
+                }
+            }
+            return Checks::Passed;
+        }
+        let elapsed = seconds_between(rec.started_at, self.now());
+        if elapsed >= f64::from(spec.progress_deadline_seconds) {
+            let msg = format!(
+                "{}/{} pods ready after {}s",
+                obs.ready_pods, spec.replicas, spec.progress_deadline_seconds
+            );
+            self.fail(rec, FailureReason::ProgressDeadlineExceeded, msg);
+            return Checks::Failed;
+        }
+        Checks::Waiting
     }
 
     /// Baking with live traffic.
