@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::capture;
 use crate::controller::{Context, Error, Result};
 use crate::crd::{Phase, ShortenerRelease, Strategy};
-use crate::gate::{self, GateState, GateView};
+use crate::gate::{self, GateState};
 use crate::manual;
 use crate::probes;
 use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
@@ -137,7 +137,7 @@ async fn read_gate(
         return Ok(gate::evaluate((ns, name), spec, None));
     }
     let api = Api::<ShortenerRelease>::namespaced(ctx.client.clone(), &gns);
-    let view = api.get_opt(&gname).await?.map(|g| GateView::of(&g, &gns));
+    let view = gate::visible(api.get_opt(&gname).await, &gns, ns)?;
     Ok(gate::evaluate((ns, name), spec, view.as_ref()))
 }
 

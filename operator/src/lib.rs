@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod apply;
+pub mod backoff;
 pub mod budget;
 pub mod capture;
 pub mod cli;
