@@ -55,10 +55,12 @@ chart-test:
 	bash scripts/check-chart.sh
 
 # The chart on a live testenv (started only if not up): install, a release goes Healthy with
-# the chart's RBAC, failing ones roll back, Prometheus fires the rollback alert, clean uninstall.
+# the chart's RBAC, failing ones roll back, Prometheus fires the rollback alert, clean uninstall;
+# then the RBAC boundaries, the aggregated user roles and the CRD upgrade step.
 .PHONY: chart-e2e
 chart-e2e:
 	bash scripts/chart-e2e.sh
+	bash scripts/chart-rbac-e2e.sh
 
 # Local Kubernetes (testenv/README.md): real control plane, simulated node on loopback.
 .PHONY: cluster-up cluster-down testenv-test

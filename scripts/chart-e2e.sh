@@ -233,7 +233,7 @@ made_ns+=("$APP_NS")
 # The chart installs a cluster-wide operator; --namespace keeps this one to the test's own
 # namespace, so it leaves alone releases other tests run on the same cluster.
 helm install "$RELEASE" "$CHART" --namespace "$OP_NS" --create-namespace \
-  -f "$CHART/ci/testenv-values.yaml" --set "extraArgs={--namespace=$APP_NS}" ${CHART_E2E_HELM_ARGS:-} ||
+  -f "$CHART/ci/testenv-values.yaml" --set "watchNamespaces={$APP_NS}" ${CHART_E2E_HELM_ARGS:-} ||
   fail "helm install failed"
 installed=1
 kubectl -n "$OP_NS" wait --for=condition=Available "deployment/$RELEASE" --timeout=120s ||

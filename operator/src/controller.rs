@@ -14,6 +14,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info_span, warn};
 
 use crate::api::ShortenerRelease;
+use crate::backoff::Backoffs;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::ErrorKind;
@@ -36,19 +37,27 @@ async fn reconcile(sr: Arc<ShortenerRelease>, ctx: Arc<Context>) -> Result<Actio
     .await
 }
 
-fn error_policy(sr: Arc<ShortenerRelease>, err: &Error, ctx: Arc<Context>) -> Action {
+/// Failing releases back off per object ([`crate::backoff`]): 2 s doubling to at most
+/// 5 min, jittered, reset by the release's next successful reconcile.
+fn error_policy(
+    sr: Arc<ShortenerRelease>,
+    err: &Error,
+    ctx: Arc<Context>,
+    backoffs: &Backoffs<ObjectRef<ShortenerRelease>>,
+) -> Action {
     let kind = err.kind();
     ctx.metrics
         .reconcile_errors
         .with_label_values(&[kind.as_str()])
         .inc();
     warn!(name = %sr.name_any(), kind = kind.as_str(), error = %err, "reconcile failed");
+    let key = ObjectRef::from_obj(sr.as_ref());
     Action::requeue(match kind {
         // Someone else wrote in between: read again at once.
         ErrorKind::Conflict => Duration::from_millis(200),
-        ErrorKind::Transient => Duration::from_secs(2),
+        ErrorKind::Transient => backoffs.next(key),
         // Retrying will not help until something changes; the watch brings that.
-        ErrorKind::Permanent => Duration::from_secs(60),
+        ErrorKind::Permanent => backoffs.next(key).max(Duration::from_secs(60)),
     })
 }
 
@@ -77,6 +86,8 @@ pub async fn run(
         watcher::Config::default(),
     );
     let releases = controller.store();
+    let backoffs = Arc::new(Backoffs::default());
+    let succeeded = backoffs.clone();
     controller
         // A release gated on another (`spec.promotion.requires`) proceeds the moment its gate
         // changes, e.g. becomes Healthy with the awaited image.
@@ -104,7 +115,21 @@ pub async fn run(
             Some(ObjectRef::<ShortenerRelease>::new(&instance).within(&ns))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |sr, ctx| {
+                let succeeded = succeeded.clone();
+                async move {
+                    let key = ObjectRef::from_obj(sr.as_ref());
+                    let result = reconcile(sr, ctx).await;
+                    if result.is_ok() {
+                        succeeded.reset(&key);
+                    }
+                    result
+                }
+            },
+            move |sr, err, ctx| error_policy(sr, err, ctx, &backoffs),
+            ctx,
+        )
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "controller event");

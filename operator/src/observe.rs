@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 use crate::api::{FailureReason, ShortenerRelease, ShortenerReleaseSpec, Strategy};
 use crate::context::Context;
 use crate::error::Result;
-use crate::gate::{self, GateState, GateView};
+use crate::gate::{self, GateState};
 use crate::manual;
 use crate::probes::PodAddresses;
 use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
@@ -52,7 +52,7 @@ pub async fn gate(
         return Ok(gate::evaluate((ns, name), spec, None));
     }
     let api = Api::<ShortenerRelease>::namespaced(ctx.client.clone(), &gns);
-    let view = api.get_opt(&gname).await?.map(|g| GateView::of(&g, &gns));
+    let view = gate::visible(api.get_opt(&gname).await, &gns, ns)?;
     Ok(gate::evaluate((ns, name), spec, view.as_ref()))
 }
 

@@ -37,8 +37,13 @@ pub fn since_baseline(
         let base = base
             .filter(|b| counts.requests >= b.requests && counts.errors >= b.errors)
             .unwrap_or_default();
-        sample.requests += counts.requests - base.requests;
-        sample.errors += counts.errors - base.errors;
+        // Saturating: the pod's image, and so its /metrics, is the tenant's.
+        sample.requests = sample
+            .requests
+            .saturating_add(counts.requests.saturating_sub(base.requests));
+        sample.errors = sample
+            .errors
+            .saturating_add(counts.errors.saturating_sub(base.errors));
         sample.pod_counts.insert(ip, counts);
     }
     sample
@@ -57,22 +62,36 @@ pub fn parse_request_counts(text: &str) -> Counts {
         let Ok(value) = value.split_whitespace().next().unwrap_or("").parse::<f64>() else {
             continue;
         };
+        // A counter is finite and not negative; anything else is not one.
+        if !value.is_finite() || value < 0.0 {
+            continue;
+        }
         let route = label(labels, "route").unwrap_or_default();
         if NON_USER_ROUTES.contains(&route) {
             continue;
         }
+        // `as` saturates at i64::MAX; the sums saturate too, so no exposition overflows.
         let n = value as i64;
-        counts.requests += n;
+        counts.requests = counts.requests.saturating_add(n);
         if label(labels, "code").is_some_and(|c| c.starts_with('5')) {
-            counts.errors += n;
+            counts.errors = counts.errors.saturating_add(n);
         }
     }
     counts
 }
 
+/// A label's value; the name must start the label set or follow a comma, so `code` is not
+/// found inside `statuscode`.
 fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
     let key = format!("{name}=\"");
-    let start = labels.find(&key)? + key.len();
+    let mut from = 0;
+    let start = loop {
+        let at = labels[from..].find(&key)? + from;
+        if at == 0 || labels[..at].trim_end().ends_with(',') {
+            break at + key.len();
+        }
+        from = at + key.len();
+    };
     let end = labels[start..].find('"')? + start;
     Some(&labels[start..end])
 }
@@ -300,5 +319,21 @@ shortener_http_request_duration_seconds_count{method="GET",route="/{slug}"} 12
             }
         );
         assert_eq!(parse_request_counts(""), Counts::default());
+        // A tenant's pod serves its own /metrics: odd values are ignored, sums saturate,
+        // and a label is matched by its whole name.
+        let hostile = r#"shortener_http_requests_total{route="/a",code="500"} NaN
+shortener_http_requests_total{route="/a",code="500"} -5
+shortener_http_requests_total{route="/a",code="500"} +Inf
+shortener_http_requests_total{route="/a",code="500"} 1e300
+shortener_http_requests_total{route="/a",code="500"} 1e300
+shortener_http_requests_total{route="/b",statuscode="500",code="200"} 1
+"#;
+        assert_eq!(
+            parse_request_counts(hostile),
+            Counts {
+                requests: i64::MAX,
+                errors: i64::MAX
+            }
+        );
     }
 }

@@ -395,6 +395,49 @@ async fn s7_invalid_spec_is_rejected_and_delete_removes_everything() {
         );
     }
 
+    // Names that would make invalid Service names are refused at apply, naming the limit;
+    // 55 characters (NAME-preview is then 63) is accepted (server-side dry run).
+    let named = |name: &str| {
+        json!({
+            "apiVersion": "shortener.dev/v1alpha1",
+            "kind": "ShortenerRelease",
+            "metadata": {"name": name},
+            "spec": env.spec("shortener:v1", &[]),
+        })
+    };
+    for (name, needle) in [
+        (
+            "a".repeat(56),
+            "metadata.name must be at most 55 characters",
+        ),
+        ("web.v2".to_string(), "metadata.name must be a DNS label"),
+        ("2web".to_string(), "metadata.name must be a DNS label"),
+    ] {
+        let err = env
+            .srs
+            .patch(
+                &name,
+                &PatchParams::apply("e2e"),
+                &Patch::Apply(&named(&name)),
+            )
+            .await
+            .expect_err("invalid name accepted");
+        assert!(err.to_string().contains(needle), "{name}: {err}");
+        assert!(
+            env.srs.get_opt(&name).await.unwrap().is_none(),
+            "{name} created"
+        );
+    }
+    let longest = "a".repeat(55);
+    env.srs
+        .patch(
+            &longest,
+            &PatchParams::apply("e2e").dry_run(),
+            &Patch::Apply(&named(&longest)),
+        )
+        .await
+        .expect("a 55-character name is valid");
+
     env.healthy_v1().await;
     // port is immutable
     let mut spec = env.spec("shortener:v1", &[]);

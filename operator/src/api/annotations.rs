@@ -19,3 +19,7 @@ pub const ANNOTATION_ROLLBACK_TO: &str = "shortener.dev/rollback-to";
 /// In the order they are acted on when several are set at once: stopping comes first.
 pub const CONTROL_ANNOTATIONS: [&str; 3] =
     [ANNOTATION_ABORT, ANNOTATION_ROLLBACK_TO, ANNOTATION_PROMOTE];
+
+/// On a release: the other namespaces whose releases may use it as their promotion gate,
+/// comma-separated namespace names, or `*` for all.
+pub const ANNOTATION_PROMOTION_GATE_FOR: &str = "shortener.dev/promotion-gate-for";

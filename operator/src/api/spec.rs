@@ -45,6 +45,14 @@ use super::status::ShortenerReleaseStatus;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    // The name becomes Service names (NAME, NAME-preview): DNS labels of at most 63
+    // characters. Refused at apply, not by a 422 on every reconcile.
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 55").message(
+        "metadata.name must be at most 55 characters: the release's preview Service is named NAME-preview and Service names are at most 63 characters"
+    ),
+    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "metadata.name must be a DNS label (lowercase letters, digits and '-', starting with a letter, no dots): it names the release's Services"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -458,6 +466,8 @@ mod tests {
         assert!(crd.contains("spec.strategy is immutable"));
         assert!(crd.contains("maxSurge and maxUnavailable must not both be 0"));
         assert!(crd.contains("x-kubernetes-validations"));
+        assert!(crd.contains("metadata.name must be at most 55 characters"));
+        assert!(crd.contains("metadata.name must be a DNS label"));
         assert!(crd.contains("\"status\":{}"));
     }
 }

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{ListParams, LogParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use tracing::warn;
 
 use super::filter::{FilterConfig, filter_bytes};
+use super::tail;
 use super::webhook::{Incident, PayloadLimits, WebhookSender, WebhookUrl, build_payload};
 use crate::api::{LastIncident, ShortenerRelease, ShortenerReleaseStatus};
 use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
@@ -71,14 +72,13 @@ pub async fn record(
     prune(client, &ns, &name, &kept).await;
 }
 
-/// Bytes of log read per container; the filter keeps a small part of it.
-const LOG_LIMIT_BYTES: i64 = 8 * 1024 * 1024;
-
 pub fn config_map_name(release: &str, revision: i64) -> String {
     format!("{release}-incident-{revision}")
 }
 
-/// Reads and filters the logs of the revision's pods (current and previous containers).
+/// Reads and filters the logs of the revision's pods (current and previous containers):
+/// the end of each log since the revision started ([`tail`]). Line numbers count from the
+/// start of what was read.
 pub async fn excerpt(
     client: &Client,
     sr: &ShortenerRelease,
@@ -98,20 +98,31 @@ pub async fn excerpt(
         max_lines: usize::try_from(sr.spec.incident.max_lines).unwrap_or(200),
         ..FilterConfig::default()
     };
+    // Since the revision started (less a margin for clock skew between the operator and
+    // the nodes): earlier lines are not its failure.
+    let since = sr.status.as_ref().and_then(|st| {
+        let started = st
+            .history
+            .iter()
+            .find(|r| r.pod_template_hash == hash)?
+            .started_at;
+        started
+            .checked_sub(jiff::SignedDuration::from_secs(30))
+            .ok()
+    });
     let mut out = String::new();
     for pod in &list.items {
         let pod_name = pod.name_any();
         for previous in [true, false] {
-            let params = LogParams {
-                previous,
-                limit_bytes: Some(LOG_LIMIT_BYTES),
-                ..LogParams::default()
-            };
+            let params = tail::log_params(previous, since);
             // No previous container, or a pod already gone: nothing to read there.
-            let Ok(log) = pods.logs(&pod_name, &params).await else {
+            let Ok(stream) = pods.log_stream(&pod_name, &params).await else {
                 continue;
             };
-            let excerpt = filter_bytes(log.as_bytes(), config());
+            let Ok(log) = tail::read_tail(stream, tail::KEEP_BYTES).await else {
+                continue;
+            };
+            let excerpt = filter_bytes(&log.bytes, config());
             if excerpt.is_empty() {
                 continue;
             }

@@ -135,6 +135,9 @@ pub struct FilterConfig {
     pub max_bytes: usize,
     /// Bytes of one log line kept before the rest is dropped; raised to 64 if smaller.
     pub max_line_bytes: usize,
+    /// Lines whose logger-written level is TRACE, DEBUG or INFO never match, whatever
+    /// their text ([`super::level`]): request paths a client chose cannot pose as errors.
+    pub ignore_quiet_levels: bool,
 }
 
 impl Default for FilterConfig {
@@ -145,6 +148,7 @@ impl Default for FilterConfig {
             max_lines: DEFAULT_MAX_LINES,
             max_bytes: DEFAULT_MAX_BYTES,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            ignore_quiet_levels: true,
         }
     }
 }
@@ -315,6 +319,7 @@ struct Run {
 #[derive(Debug)]
 pub struct LogFilter {
     pattern: Pattern,
+    ignore_quiet_levels: bool,
     context: usize,
     max_lines: usize,
     byte_budget: usize,
@@ -352,6 +357,7 @@ impl LogFilter {
             max_bytes,
             context,
             pattern: config.pattern,
+            ignore_quiet_levels: config.ignore_quiet_levels,
             line: RawLine {
                 number: 1,
                 overflow_hash: FNV_OFFSET,
@@ -490,6 +496,9 @@ impl LogFilter {
         self.line_open = false;
         self.carry.clear();
         line.number = number;
+        if line.matched && self.ignore_quiet_levels && super::level::is_quiet(&line.kept) {
+            line.matched = false;
+        }
         if line.matched {
             self.stats.matching_lines += 1;
         }
@@ -1137,6 +1146,56 @@ mod tests {
     }
 
     const SAMPLE: &[u8] = include_bytes!("testdata/incident-sample.log");
+
+    /// A client floods the log with request lines whose paths carry every keyword; the
+    /// excerpt, capped at a few lines, still shows the real error records.
+    #[test]
+    fn injected_paths_cannot_crowd_out_the_errors() {
+        let mut input = String::new();
+        for i in 0..5_000 {
+            input.push_str(&format!(
+                "[2023-09-22 20:59:{:02}] INFO web.1 GET /ERROR-Exception-Traceback-panic-fatal/{i} 404\n",
+                i % 60
+            ));
+        }
+        let sample = std::str::from_utf8(SAMPLE).expect("sample is UTF-8");
+        input.push_str(sample);
+        let cfg = FilterConfig {
+            max_lines: 30,
+            ..config(1)
+        };
+        let excerpt = run(input.as_bytes(), &cfg);
+        let rendered = excerpt.render();
+        assert!(excerpt.truncation.is_none(), "{rendered}");
+        for wanted in [
+            "ERROR web.1 Exception on /shorten [POST]",
+            "Traceback (most recent call last):",
+            "TypeError: the JSON object must be str",
+        ] {
+            assert!(
+                rendered.contains(wanted),
+                "missing {wanted:?} in\n{rendered}"
+            );
+        }
+        // Only the line just before the sample shows, as context, not as a match.
+        let injected: Vec<&KeptLine> = excerpt
+            .lines()
+            .filter(|l| l.text.contains("/ERROR-Exception"))
+            .collect();
+        assert!(injected.iter().all(|l| !l.matched), "{rendered}");
+        assert!(injected.len() <= 1, "{rendered}");
+
+        // Without the level check (the old behaviour) the flood fills the excerpt.
+        let naive = run(
+            input.as_bytes(),
+            &FilterConfig {
+                ignore_quiet_levels: false,
+                ..cfg
+            },
+        );
+        assert!(naive.truncation.is_some());
+        assert!(!naive.render().contains("TypeError"));
+    }
 
     /// The post-incident report's log: the pipeline it used dropped the ERROR lines.
     #[test]

@@ -2,5 +2,8 @@
 //! failure's logs into a ConfigMap and posts the alert.
 
 pub mod capture;
+pub mod egress;
 pub mod filter;
+pub mod level;
+pub mod tail;
 pub mod webhook;

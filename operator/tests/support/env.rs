@@ -92,6 +92,8 @@ pub fn spawn_operator_with(ns: &str, metrics_addr: &str, extra: &[&str]) -> Chil
         .args(["--kubeconfig"])
         .arg(kubeconfig())
         .args(["--namespace", ns, "--metrics-addr", metrics_addr])
+        // s9's webhook receiver listens on loopback, which the operator refuses by default.
+        .args(["--webhook-allow-cidr", "127.0.0.0/8"])
         .args(extra)
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
