@@ -90,12 +90,7 @@ async fn the_database_password_reaches_no_log_and_no_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_from_several_processes_lose_nothing_and_never_share_a_slug() {
     let (_dir, store) = temp_store();
-    let servers: Vec<Server> = std::thread::scope(|s| {
-        let starting: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| Server::start(&store, &[])))
-            .collect();
-        starting.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let servers = Server::start_together(&store, 3);
     for s in &servers {
         s.wait_ready().await;
     }

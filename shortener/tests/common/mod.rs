@@ -130,6 +130,17 @@ impl Server {
         }
     }
 
+    /// Starts `n` servers on one store at the same moment (replicas of a new release) and
+    /// waits until each listens.
+    pub fn start_together(store: &TestStore, n: usize) -> Vec<Self> {
+        std::thread::scope(|s| {
+            let starting: Vec<_> = (0..n)
+                .map(|_| s.spawn(|| Self::start(store, &[])))
+                .collect();
+            starting.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
     /// Starts a server and waits for /readyz to answer 200.
     pub async fn start_ready(store: &TestStore, env: &[(&str, &str)]) -> Self {
         let s = Self::start(store, env);
