@@ -9,5 +9,7 @@ cd "$(dirname "$0")/.."
 dir=.pg/test
 bash scripts/pg.sh down "$dir"
 trap 'bash scripts/pg.sh down "$dir"' EXIT
-url=$(bash scripts/pg.sh up "$dir")
+# fsync off: each test creates a database, and a stopped server (not a crashed host) loses
+# no committed data without it. The restart test starts its own server with fsync on.
+url=$(PG_FSYNC=off bash scripts/pg.sh up "$dir")
 SHORTENER_TEST_PG_URL=$url cargo test -p shortener --locked -- --include-ignored --skip sqlite_ "$@"
