@@ -3,7 +3,8 @@
 # create (SHORTENER_GROUP_COMMIT=false), and GET /{slug} req/s, on SQLite and on PostgreSQL
 # (a throwaway server on loopback, scripts/pg.sh, fsync on), all in one run. Release build,
 # wrk on loopback. Writes bench-results/store.txt (summary first, then each wrk report).
-# Tunables: DURATION, THREADS, CONNECTIONS, PORT, SLUGS.
+# Tunables: DURATION, THREADS, CONNECTIONS, PORT, SLUGS, PROFILE (release; `debug` measures the
+# debug build, for a quick relative figure when a release build is not at hand).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 PORT=${PORT:-18182}
 SLUGS=${SLUGS:-200}
+PROFILE=${PROFILE:-release}
 OUT=bench-results/store.txt
 
 need=()
@@ -22,7 +24,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
-cargo build --release -p shortener
+if [[ $PROFILE == release ]]; then cargo build --release -p shortener; else cargo build -p shortener; fi
 
 tmp=$(mktemp -d)
 pgdir=.pg/bench
@@ -45,7 +47,7 @@ base=http://127.0.0.1:$PORT
 
 # start_server STORE GROUP_COMMIT: starts the release build and waits for /readyz.
 start_server() {
-  SHORTENER_GROUP_COMMIT=$2 target/release/shortener --host 127.0.0.1 --port "$PORT" --store "$1" \
+  SHORTENER_GROUP_COMMIT=$2 "target/$PROFILE/shortener" --host 127.0.0.1 --port "$PORT" --store "$1" \
     >>"$tmp/server.log" 2>&1 &
   pid=$!
   local deadline=$((SECONDS + 60))
@@ -119,7 +121,7 @@ bench_backend postgres "$(bash scripts/pg.sh up "$pgdir")"
 mkdir -p "$(dirname "$OUT")"
 {
   echo "# store benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  echo "# release build, loopback, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION; creates are durable (201 after commit)"
+  echo "# $PROFILE build, loopback, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION; creates are durable (201 after commit)"
   echo "# SQLite: WAL, synchronous=FULL, file on $(df -T "$tmp" | awk 'NR==2 {print $2}'); PostgreSQL (scripts/pg.sh) on loopback, fsync on, synchronous_commit on"
   echo
   cat "$tmp/summary"
