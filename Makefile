@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: test lint unit demo chart-test crds crd-check e2e
-test: lint unit crd-check chart-test testenv-test e2e plugin-test chart-e2e
+test: lint unit store-pg-test crd-check chart-test testenv-test e2e plugin-test chart-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -11,6 +11,12 @@ lint:
 
 unit:
 	$(CARGO) test --workspace --locked
+
+# The shortener's store and API tests again, on a real PostgreSQL server started on loopback
+# for the run and stopped afterwards, also on failure (scripts/test-store-pg.sh).
+.PHONY: store-pg-test
+store-pg-test:
+	bash scripts/test-store-pg.sh
 
 # The bad-release story end to end on testenv: healthy v1, failing v2 rolled back, fixed v3.
 demo:
@@ -20,6 +26,7 @@ demo:
 .PHONY: bench
 bench:
 	bash scripts/bench-shortener.sh
+	bash scripts/bench-store.sh
 	$(CARGO) bench -p operator --bench incident_filter
 
 # The CRD YAML is generated from operator/src/crd.rs and checked in.
