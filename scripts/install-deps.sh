@@ -5,6 +5,13 @@ need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 # promtool, for the chart's alert rule checks (Debian's package does not start the server here).
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# The real node (TESTENV_NODE=real) and `make images`: containerd, runc (crun cannot run
+# on this machine kind's hybrid cgroups), the CNI plugins, iptables for kube-proxy, buildah.
+command -v containerd >/dev/null || need_apt+=(containerd)
+command -v runc >/dev/null || need_apt+=(runc)
+command -v buildah >/dev/null || need_apt+=(buildah)
+command -v iptables >/dev/null || need_apt+=(iptables)
+[[ -x /usr/lib/cni/bridge ]] || need_apt+=(containernetworking-plugins)
 if ((${#need_apt[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
