@@ -2,8 +2,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint unit demo chart-test crds crd-check e2e
-test: lint unit crd-check chart-test testenv-test e2e plugin-test chart-e2e
+.PHONY: test lint unit demo chart-test crds crd-check e2e deps
+test: deps lint unit crd-check chart-test testenv-test e2e plugin-test chart-e2e
+
+# What a fresh machine lacks (apt packages, helm, PyYAML); idempotent, quick when all is there.
+deps:
+	bash scripts/install-deps.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -13,7 +17,7 @@ unit:
 	$(CARGO) test --workspace --locked
 
 # The bad-release story end to end on testenv: healthy v1, failing v2 rolled back, fixed v3.
-demo:
+demo: deps
 	bash scripts/demo.sh
 
 # Benchmarks: figures go to bench-results/*.txt (speed and memory targets live here, not in tests).
@@ -86,7 +90,6 @@ e2e-real:
 	[[ -n "$(REAL_KEEP)" ]] || $(MAKE) --no-print-directory cluster-down; exit $$rc
 
 chart-e2e-real:
-	$(CARGO) build -p shortener -p operator
 	TESTENV_NODE=real $(MAKE) --no-print-directory cluster-up
 	@TESTENV_NODE=real scripts/testenv-exec.sh bash scripts/chart-e2e.sh; rc=$$?; \
 	$(MAKE) --no-print-directory cluster-down; exit $$rc

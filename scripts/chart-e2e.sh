@@ -223,9 +223,19 @@ for tool in helm curl python3; do command -v "$tool" >/dev/null || fail "$tool n
 command -v prometheus >/dev/null || fail "prometheus not found (apt-get install prometheus)"
 pass
 
-step "cargo build -p operator -p shortener"
-cargo build -p operator -p shortener || fail "build failed"
-pass
+if [[ $MODE == real ]]; then
+  # The images were built and imported by cluster-up (make images).
+  step "images shortener-operator:$VERSION and shortener:v1..v3 are in the node's containerd"
+  for img in "shortener-operator:$VERSION" shortener:v1 shortener:v2 shortener:v3; do
+    ctr --address "$ROOT/.testenv/real/containerd.sock" -n k8s.io images ls -q | grep -qx "docker.io/library/$img" ||
+      fail "image $img not imported (make images; TESTENV_NODE=real make cluster-up)"
+  done
+  pass
+else
+  step "cargo build -p operator -p shortener"
+  cargo build -p operator -p shortener || fail "build failed"
+  pass
+fi
 
 step "helm install $RELEASE into $OP_NS (image shortener-operator:$VERSION)"
 helm -n "$OP_NS" status "$RELEASE" >/dev/null 2>&1 &&

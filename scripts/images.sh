@@ -35,7 +35,9 @@ echo "images: binaries in $((SECONDS - t0))s"
 B=(buildah --root "$STATE/storage" --runroot "$STATE/run" --storage-driver overlay)
 
 # build NAME DOCKERFILE TARGET BINARY...: the static build context holds just the binaries
-# and an empty data/ directory; the archive is rebuilt only when its inputs changed.
+# and an empty data/ directory; the archive is rebuilt only when its inputs changed. The
+# offline stages read only that context, so it is the main context too (the repository,
+# target/ included, is never scanned); the skipped builder stage would want the repository.
 build() {
   local name=$1 dockerfile=$2 target=$3; shift 3
   local ctx=$OUT/context-$name ref=localhost/$name:$VERSION stamp
@@ -56,7 +58,7 @@ build() {
   # /var/lib/containers/cache; no option moves it.)
   "${B[@]}" bud --quiet --pull=never --runtime /usr/sbin/runc --layers=false \
     --network none --cni-config-dir "$STATE/cni" \
-    -f "$dockerfile" "${args[@]}" --build-context "static=$ctx" -t "$ref" . >/dev/null
+    -f "$dockerfile" "${args[@]}" --build-context "static=$ctx" -t "$ref" "$ctx" >/dev/null
   rm -f "$OUT/$name.tar"
   "${B[@]}" push --quiet "$ref" "oci-archive:$OUT/$name.tar:docker.io/library/$name:$VERSION"
   echo "$stamp" >"$OUT/$name.stamp"

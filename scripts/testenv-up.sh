@@ -2,14 +2,16 @@
 # Starts the testenv cluster in the background (see testenv/README.md). Reuses a running,
 # healthy cluster unless TESTENV_FRESH=1; otherwise wipes .testenv state and starts anew.
 # TESTENV_NODE=real: a real node (containerd, kubelet, kube-proxy) instead of the simulated
-# one, everything in a network namespace of its own (scripts/testenv-real.sh).
+# one, everything in a network namespace of its own (scripts/testenv-real.sh); without
+# TESTENV_NODE a running cluster is reused whatever its kind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUN=$ROOT/.testenv
 BIN=$ROOT/testenv/bin
 API=https://127.0.0.1:16443
-MODE=${TESTENV_NODE:-sim}
+# TESTENV_NODE unset: whatever kind of cluster is running (cluster-down forgets it), else sim.
+MODE=${TESTENV_NODE:-$(cat "$RUN/mode" 2>/dev/null || echo sim)}
 case $MODE in
 sim) components=(etcd kube-apiserver kube-controller-manager kube-scheduler node) ;;
 real) components=(netns etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy) ;;
