@@ -114,7 +114,9 @@ start() {
 wait_for() {
   local name=$1 timeout=$2; shift 2
   local deadline=$((SECONDS + timeout))
-  until in_cluster "$@" >/dev/null 2>&1; do
+  local run=in_cluster
+  declare -F "$1" >/dev/null && run= # a function wraps its own commands
+  until $run "$@" >/dev/null 2>&1; do
     for c in "${components[@]}"; do
       [[ -f $RUN/pids/$c.pid ]] && ! alive "$c" && fail "$c exited while waiting for $name"
     done
