@@ -2,5 +2,6 @@
 //! failure's logs into a ConfigMap and posts the alert.
 
 pub mod capture;
+pub mod excerpt;
 pub mod filter;
 pub mod webhook;
