@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod egress;
+pub mod excerpt;
 pub mod filter;
 pub mod level;
 pub mod tail;
