@@ -12,13 +12,8 @@ PORT=${PORT:-18181}
 SLUGS=${SLUGS:-200}
 OUT=bench-results/shortener.txt
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
+source scripts/bench-lib.sh
+bench_deps
 
 cargo build --release -p shortener
 
@@ -37,37 +32,11 @@ base=http://127.0.0.1:$PORT
 # Request logs go to a file, as they would to a log collector; they are part of the cost.
 target/release/shortener --host 127.0.0.1 --port "$PORT" --store "$tmp/bench.db" >"$tmp/server.log" 2>&1 &
 pid=$!
+wait_ready "$base" "$pid" "$tmp/server.log" 30
 
-deadline=$((SECONDS + 30))
-until curl -fsS "$base/readyz" >/dev/null 2>&1; do
-  if ! kill -0 "$pid" 2>/dev/null || ((SECONDS > deadline)); then
-    echo "shortener did not become ready:" >&2
-    cat "$tmp/server.log" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
+seed_slugs "$base" "$SLUGS"
 
-for ((i = 0; i < SLUGS; i++)); do
-  curl -fsS -o /dev/null -H 'content-type: application/json' \
-    -d "{\"url\":\"https://example.com/seed/$i\",\"slug\":\"bench-$i\"}" "$base/api/v1/urls"
-done
-
-cat >"$tmp/resolve.lua" <<LUA
-request = function()
-  return wrk.format("GET", "/bench-" .. math.random(0, $((SLUGS - 1))))
-end
-LUA
-cat >"$tmp/create.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format(nil, "/api/v1/urls", nil,
-    '{"url":"https://example.com/bench/' .. math.random(1, 1e9) .. '/' .. n .. '"}')
-end
-LUA
+write_wrk_scripts "$tmp" "$SLUGS"
 
 mkdir -p "$(dirname "$OUT")"
 {

@@ -16,13 +16,8 @@ SLUGS=${SLUGS:-200}
 PROFILE=${PROFILE:-release}
 OUT=bench-results/store.txt
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
+source scripts/bench-lib.sh
+bench_deps
 
 if [[ $PROFILE == release ]]; then cargo build --release -p shortener; else cargo build -p shortener; fi
 
@@ -50,32 +45,10 @@ start_server() {
   SHORTENER_GROUP_COMMIT=$2 "target/$PROFILE/shortener" --host 127.0.0.1 --port "$PORT" --store "$1" \
     >>"$tmp/server.log" 2>&1 &
   pid=$!
-  local deadline=$((SECONDS + 60))
-  until curl -fsS "$base/readyz" >/dev/null 2>&1; do
-    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS > deadline)); then
-      echo "shortener did not become ready:" >&2
-      cat "$tmp/server.log" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
+  wait_ready "$base" "$pid" "$tmp/server.log" 60
 }
 
-cat >"$tmp/resolve.lua" <<LUA
-request = function()
-  return wrk.format("GET", "/bench-" .. math.random(0, $((SLUGS - 1))))
-end
-LUA
-cat >"$tmp/create.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format(nil, "/api/v1/urls", nil,
-    '{"url":"https://example.com/bench/' .. math.random(1, 1e9) .. '/' .. n .. '"}')
-end
-LUA
+write_wrk_scripts "$tmp" "$SLUGS"
 
 # run LABEL SCRIPT: one wrk run; the report goes to $tmp/reports, the figures to $tmp/summary.
 run() {
@@ -101,10 +74,7 @@ bench_backend() {
   stop_server
   start_server "$2" true
   group=$(run "$name: POST /api/v1/urls, group commit" "$tmp/create.lua")
-  for ((i = 0; i < SLUGS; i++)); do
-    curl -fsS -o /dev/null -H 'content-type: application/json' \
-      -d "{\"url\":\"https://example.com/seed/$i\",\"slug\":\"bench-$i\"}" "$base/api/v1/urls"
-  done
+  seed_slugs "$base" "$SLUGS"
   run "$name: GET /{slug} ($SLUGS slugs, at random)" "$tmp/resolve.lua" >/dev/null
   stop_server
   echo "$name: group commit / one commit per create = $(ratio "$group" "$single")x" >>"$tmp/ratios"
