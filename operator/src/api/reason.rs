@@ -5,6 +5,9 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FailureReason {
     CrashLoop,
+    /// A container was killed because it did not answer its startup probe within the
+    /// startup budget (`spec.healthCheck.startupSeconds`).
+    StartupProbeFailed,
     ImagePullFailed,
     ProgressDeadlineExceeded,
     SmokeTestFailed,
@@ -13,8 +16,9 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 6] = [
+    pub const ALL: [FailureReason; 7] = [
         FailureReason::CrashLoop,
+        FailureReason::StartupProbeFailed,
         FailureReason::ImagePullFailed,
         FailureReason::ProgressDeadlineExceeded,
         FailureReason::SmokeTestFailed,
@@ -25,6 +29,7 @@ impl FailureReason {
     pub fn as_str(self) -> &'static str {
         match self {
             FailureReason::CrashLoop => "CrashLoop",
+            FailureReason::StartupProbeFailed => "StartupProbeFailed",
             FailureReason::ImagePullFailed => "ImagePullFailed",
             FailureReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
             FailureReason::SmokeTestFailed => "SmokeTestFailed",

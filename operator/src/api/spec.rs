@@ -53,6 +53,13 @@ use super::status::ShortenerReleaseStatus;
     ),
     validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
         "metadata.name must be a DNS label (lowercase letters, digits and '-', starting with a letter, no dots): it names the release's Services"
+    ),
+    // Only when set: a spec with a deadline under the 60 s default and no startupSeconds
+    // stays valid (its budget is the deadline, see `ShortenerReleaseSpec::startup_seconds`).
+    validation = kube::core::Rule::new(
+        "!has(self.spec) || !has(self.spec.healthCheck) || !has(self.spec.healthCheck.startupSeconds) || !has(self.spec.progressDeadlineSeconds) || self.spec.healthCheck.startupSeconds <= self.spec.progressDeadlineSeconds"
+    ).message(
+        "spec.healthCheck.startupSeconds must not exceed spec.progressDeadlineSeconds: a revision still starting at its deadline fails anyway"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -134,6 +141,22 @@ pub struct ShortenerReleaseSpec {
     /// none, every image rolls out at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<Promotion>,
+}
+
+/// `spec.healthCheck.startupSeconds` when unset (and the deadline is not shorter).
+pub const DEFAULT_STARTUP_SECONDS: i32 = 60;
+
+impl ShortenerReleaseSpec {
+    /// The startup budget the pods get: `healthCheck.startupSeconds`, default 60, never
+    /// more than `progressDeadlineSeconds` (the schema refuses a larger value; an object
+    /// stored before that rule existed is capped here), at least 1.
+    pub fn startup_seconds(&self) -> i32 {
+        self.health_check
+            .startup_seconds
+            .unwrap_or(DEFAULT_STARTUP_SECONDS)
+            .min(self.progress_deadline_seconds)
+            .max(1)
+    }
 }
 
 /// Promotion gate: where an image must have proven itself before this release takes it.
@@ -228,15 +251,32 @@ fn default_max_unavailable() -> String {
     "0".into()
 }
 
-/// Checks a new revision must pass before it takes traffic.
+/// Checks a new revision must pass before it takes traffic, and the probes of its pods.
+/// Each container gets three HTTP probes (timeout 1 s each): a startup probe on `/healthz`
+/// every second for `startupSeconds`; once it has passed, readiness on `readinessPath` every
+/// second (1 failure marks the pod unready, 1 success ready again) and liveness on
+/// `/healthz` every 2 seconds (3 failures in a row, about 6 s, restart the container).
+/// Default: readiness on `/readyz`, a startup budget of 60 s, smoke test on.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
-    /// HTTP path of the readiness probe (probed every second). Default `/readyz`.
+    /// HTTP path of the readiness probe: probed every second once the startup probe has
+    /// passed, 1 failure marks the pod unready (no traffic), 1 success ready again.
+    /// Default `/readyz`.
     #[serde(default = "default_readiness_path")]
     #[x_kube(validation = kube::core::Rule::new("self.startsWith('/')").message("spec.healthCheck.readinessPath must start with '/'"))]
     #[schemars(length(max = 1024))]
     pub readiness_path: String,
+    /// Seconds a container may take to first answer `/healthz` (its startup probe: every
+    /// second, this many failures in a row), 1..=3600. Until then the liveness probe
+    /// (`/healthz` every 2 s, 3 failures) does not run, so a release that migrates a schema
+    /// or warms a cache before it listens is not restarted. A container still not answering
+    /// after it is killed and restarted, and the revision fails with `StartupProbeFailed`.
+    /// Must not exceed `progressDeadlineSeconds`. Default: 60, or `progressDeadlineSeconds`
+    /// when that is smaller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 3600").message("spec.healthCheck.startupSeconds must be between 1 and 3600"))]
+    pub startup_seconds: Option<i32>,
     /// Smoke test the new revision's pods before promotion: create a URL, follow its
     /// redirect. Default true.
     #[serde(default = "default_true")]
@@ -247,6 +287,7 @@ impl Default for HealthCheck {
     fn default() -> Self {
         Self {
             readiness_path: default_readiness_path(),
+            startup_seconds: None,
             smoke_test: true,
         }
     }
@@ -469,5 +510,41 @@ mod tests {
         assert!(crd.contains("metadata.name must be at most 55 characters"));
         assert!(crd.contains("metadata.name must be a DNS label"));
         assert!(crd.contains("\"status\":{}"));
+        assert!(crd.contains("startupSeconds must not exceed spec.progressDeadlineSeconds"));
+        assert!(crd.contains("startupSeconds must be between 1 and 3600"));
+    }
+
+    #[test]
+    fn startup_budget_defaults_to_60_capped_by_the_deadline() {
+        let budget = |extra: serde_json::Value| {
+            let mut json = serde_json::json!({"image": "shortener:v1"});
+            if let (Some(o), Some(e)) = (json.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            serde_json::from_value::<ShortenerReleaseSpec>(json)
+                .unwrap()
+                .startup_seconds()
+        };
+        let cases = [
+            (serde_json::json!({}), 60),
+            (serde_json::json!({"progressDeadlineSeconds": 30}), 30),
+            (serde_json::json!({"progressDeadlineSeconds": 60}), 60),
+            (serde_json::json!({"progressDeadlineSeconds": 600}), 60),
+            (serde_json::json!({"healthCheck": {"startupSeconds": 5}}), 5),
+            (serde_json::json!({"healthCheck": {"startupSeconds": 120}}), 120),
+            (
+                serde_json::json!({"progressDeadlineSeconds": 600, "healthCheck": {"startupSeconds": 300}}),
+                300,
+            ),
+            // Stored before the CEL rule: capped by the deadline.
+            (
+                serde_json::json!({"progressDeadlineSeconds": 20, "healthCheck": {"startupSeconds": 300}}),
+                20,
+            ),
+            (serde_json::json!({"healthCheck": {"startupSeconds": 0}}), 1),
+        ];
+        for (extra, want) in cases {
+            assert_eq!(budget(extra.clone()), want, "{extra}");
+        }
     }
 }

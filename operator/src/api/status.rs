@@ -147,8 +147,9 @@ pub struct RevisionRecord {
     pub image: String,
     /// How the rollout ended.
     pub outcome: Outcome,
-    /// Failure reason (`CrashLoop`, `ImagePullFailed`, `ProgressDeadlineExceeded`,
-    /// `SmokeTestFailed`, `AnalysisFailed`, `Manual`) or another CamelCase reason.
+    /// Failure reason (`CrashLoop`, `StartupProbeFailed`, `ImagePullFailed`,
+    /// `ProgressDeadlineExceeded`, `SmokeTestFailed`, `AnalysisFailed`, `Manual`) or another
+    /// CamelCase reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// When the rollout started.

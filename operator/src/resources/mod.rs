@@ -1,13 +1,14 @@
 //! The objects a ShortenerRelease owns, built from its spec (pure; applied by the controller).
 
+pub mod probes;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -54,18 +55,7 @@ pub fn pod_template(name: &str, spec: &ShortenerReleaseSpec) -> PodTemplateSpec 
             ..Default::default()
         });
     }
-    let http_probe = |path: &str, period: i32, failures: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_string()),
-            port: IntOrString::Int(spec.port),
-            ..Default::default()
-        }),
-        // A 1s period makes readiness, and so fast failure detection, a matter of seconds.
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(1),
-        ..Default::default()
-    };
+    let probes = probes::container_probes(spec);
     let resources = spec.resources.as_ref().map(|r| ResourceRequirements {
         requests: quantities(&r.requests),
         limits: quantities(&r.limits),
@@ -86,8 +76,9 @@ pub fn pod_template(name: &str, spec: &ShortenerReleaseSpec) -> PodTemplateSpec 
                     container_port: spec.port,
                     ..Default::default()
                 }]),
-                readiness_probe: Some(http_probe(&spec.health_check.readiness_path, 1, 1)),
-                liveness_probe: Some(http_probe("/healthz", 2, 3)),
+                startup_probe: Some(probes.startup),
+                readiness_probe: Some(probes.readiness),
+                liveness_probe: Some(probes.liveness),
                 resources,
                 ..Default::default()
             }],
