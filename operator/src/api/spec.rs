@@ -531,7 +531,10 @@ mod tests {
             (serde_json::json!({"progressDeadlineSeconds": 60}), 60),
             (serde_json::json!({"progressDeadlineSeconds": 600}), 60),
             (serde_json::json!({"healthCheck": {"startupSeconds": 5}}), 5),
-            (serde_json::json!({"healthCheck": {"startupSeconds": 120}}), 120),
+            (
+                serde_json::json!({"healthCheck": {"startupSeconds": 120}}),
+                120,
+            ),
             (
                 serde_json::json!({"progressDeadlineSeconds": 600, "healthCheck": {"startupSeconds": 300}}),
                 300,

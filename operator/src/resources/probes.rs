@@ -103,8 +103,14 @@ mod tests {
     #[test]
     fn startup_budget_follows_the_spec_and_the_deadline() {
         let cases = [
-            (serde_json::json!({"image": "s:v1", "healthCheck": {"startupSeconds": 5}}), 5),
-            (serde_json::json!({"image": "s:v1", "progressDeadlineSeconds": 30}), 30),
+            (
+                serde_json::json!({"image": "s:v1", "healthCheck": {"startupSeconds": 5}}),
+                5,
+            ),
+            (
+                serde_json::json!({"image": "s:v1", "progressDeadlineSeconds": 30}),
+                30,
+            ),
             (
                 serde_json::json!({"image": "s:v1", "progressDeadlineSeconds": 900,
                     "healthCheck": {"startupSeconds": 600}}),
@@ -114,7 +120,11 @@ mod tests {
         for (json, want) in cases {
             let p = container_probes(&spec(json.clone()));
             assert_eq!(p.startup.failure_threshold, Some(want), "{json}");
-            assert_eq!(startup_budget_seconds(&p.startup), i64::from(want), "{json}");
+            assert_eq!(
+                startup_budget_seconds(&p.startup),
+                i64::from(want),
+                "{json}"
+            );
         }
     }
 

@@ -66,11 +66,16 @@ fn healthy_release_stays_put_without_events() {
 #[test]
 fn every_failure_before_promotion_keeps_stable_serving() {
     type Setup = Box<dyn Fn(&mut World)>;
-    let cases: [(&str, Setup, FailureReason); 4] = [
+    let cases: [(&str, Setup, FailureReason); 5] = [
         (
             "crash loop",
             Box::new(|w: &mut World| w.pods(V2, 0, Some(FailureReason::CrashLoop))),
             FailureReason::CrashLoop,
+        ),
+        (
+            "startup probe",
+            Box::new(|w: &mut World| w.pods(V2, 0, Some(FailureReason::StartupProbeFailed))),
+            FailureReason::StartupProbeFailed,
         ),
         (
             "image pull",

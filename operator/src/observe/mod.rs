@@ -1,7 +1,7 @@
 //! Reading the cluster into the decision's terms: the release (fresh when a one-shot control
 //! is set), its promotion gate, its revisions' Deployments and pods, and the pod template a
 //! `Rolling` rollback re-applies. The classification of a pod's state into a failure signal
-//! is pure and tested here. Nothing in this module writes.
+//! is pure and tested (`classify.rs`). Nothing in this module writes.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -11,14 +11,17 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use crate::api::{FailureReason, ShortenerRelease, ShortenerReleaseSpec, Strategy};
+use crate::api::{ShortenerRelease, ShortenerReleaseSpec, Strategy};
 use crate::context::Context;
 use crate::error::Result;
 use crate::gate::{self, GateState};
 use crate::manual;
 use crate::probes::PodAddresses;
 use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
-use crate::rollout::{self, Observed, PodFailure};
+use crate::rollout::{self, Observed};
+
+mod classify;
+pub use classify::{Exit, classify_exit, container_failure, pod_failure};
 
 /// The release to reconcile. A one-shot control must not be acted on twice: the cached
 /// object can still carry an annotation the previous reconcile already removed, so with
@@ -137,57 +140,6 @@ pub fn pod_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// The first failure signal of a pod. A restart counts at once: waiting for the
-/// CrashLoopBackOff state would cost the backoff delay.
-pub fn pod_failure(pod: &Pod) -> Option<PodFailure> {
-    let status = pod.status.as_ref()?;
-    if status.phase.as_deref() == Some("Failed") {
-        return Some(PodFailure {
-            reason: FailureReason::CrashLoop,
-            message: format!("pod {} failed", pod.name_any()),
-        });
-    }
-    for cs in status.container_statuses.iter().flatten() {
-        let waiting = cs
-            .state
-            .as_ref()
-            .and_then(|s| s.waiting.as_ref())
-            .and_then(|w| w.reason.clone())
-            .unwrap_or_default();
-        match waiting.as_str() {
-            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => {
-                return Some(PodFailure {
-                    reason: FailureReason::ImagePullFailed,
-                    message: format!("pod {}: {waiting}", pod.name_any()),
-                });
-            }
-            "CrashLoopBackOff" | "CreateContainerError" | "RunContainerError" => {
-                return Some(PodFailure {
-                    reason: FailureReason::CrashLoop,
-                    message: format!("pod {}: {waiting}", pod.name_any()),
-                });
-            }
-            _ => {}
-        }
-        let exited = cs
-            .state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .map(|t| t.exit_code);
-        if cs.restart_count > 0 || exited.is_some() {
-            return Some(PodFailure {
-                reason: FailureReason::CrashLoop,
-                message: format!(
-                    "pod {}: container exited (restarts: {})",
-                    pod.name_any(),
-                    cs.restart_count
-                ),
-            });
-        }
-    }
-    None
-}
-
 /// The pod template that ran under `hash`, without the label Kubernetes adds to it.
 pub async fn earlier_template(
     ctx: &Context,
@@ -211,63 +163,4 @@ pub async fn earlier_template(
             }
             t
         }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pod(status: serde_json::Value) -> Pod {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web-abc-1"},
-            "status": status,
-        }))
-        .unwrap()
-    }
-
-    fn waiting(reason: &str) -> Pod {
-        pod(serde_json::json!({"containerStatuses": [{
-            "name": "shortener", "image": "x", "imageID": "", "ready": false,
-            "restartCount": 0, "state": {"waiting": {"reason": reason}}
-        }]}))
-    }
-
-    #[test]
-    fn pod_failure_signals() {
-        let reason = |p: &Pod| pod_failure(p).map(|f| f.reason);
-        assert_eq!(
-            reason(&waiting("ErrImagePull")),
-            Some(FailureReason::ImagePullFailed)
-        );
-        assert_eq!(
-            reason(&waiting("ImagePullBackOff")),
-            Some(FailureReason::ImagePullFailed)
-        );
-        assert_eq!(
-            reason(&waiting("CrashLoopBackOff")),
-            Some(FailureReason::CrashLoop)
-        );
-        assert_eq!(reason(&waiting("ContainerCreating")), None);
-        let restarted = pod(serde_json::json!({"containerStatuses": [{
-            "name": "shortener", "image": "x", "imageID": "", "ready": false,
-            "restartCount": 1, "state": {"running": {}}
-        }]}));
-        assert_eq!(reason(&restarted), Some(FailureReason::CrashLoop));
-        let exited = pod(serde_json::json!({"containerStatuses": [{
-            "name": "shortener", "image": "x", "imageID": "", "ready": false,
-            "restartCount": 0, "state": {"terminated": {"exitCode": 1}}
-        }]}));
-        assert_eq!(reason(&exited), Some(FailureReason::CrashLoop));
-        assert_eq!(
-            reason(&pod(serde_json::json!({"phase": "Failed"}))),
-            Some(FailureReason::CrashLoop)
-        );
-        let healthy = pod(
-            serde_json::json!({"phase": "Running", "containerStatuses": [{
-                "name": "shortener", "image": "x", "imageID": "", "ready": true,
-                "restartCount": 0, "state": {"running": {}}
-            }]}),
-        );
-        assert_eq!(reason(&healthy), None);
-    }
 }
