@@ -13,15 +13,28 @@ pub enum Fault {
     NeverReady,
     ErrorsAfter(Duration),
     SlowStart(Duration),
+    /// Start-up work done, the port is bound only this long after the process started (a
+    /// schema migration, a cache warm-up): probes get connection refused until then.
+    ListenAfter(Duration),
     Latency(Duration),
 }
+
+/// The longest `listen-after` accepted: longer than any startup budget worth testing, short
+/// enough that a typo (`15m` for `15s`) is refused instead of hanging a test run.
+pub const MAX_LISTEN_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FaultParseError {
     #[error(
-        "unknown fault {0:?} (known: shorten-500, crash-on-start, never-ready, errors-after=<duration>, slow-start=<duration>, latency=<duration>)"
+        "unknown fault {0:?} (known: shorten-500, crash-on-start, never-ready, errors-after=<duration>, slow-start=<duration>, listen-after=<duration>, latency=<duration>)"
     )]
     Unknown(String),
+    #[error("fault {name}={value}: at most {max} allowed")]
+    TooLong {
+        name: String,
+        value: String,
+        max: String,
+    },
     #[error("fault {name}: invalid duration {value:?}: {reason}")]
     Duration {
         name: String,
@@ -82,6 +95,20 @@ impl Faults {
         })
     }
 
+    /// How long after the process started it may bind its port (`listen-after`).
+    pub fn listen_after(&self) -> Option<Duration> {
+        self.faults.iter().find_map(|f| match f {
+            Fault::ListenAfter(d) => Some(*d),
+            _ => None,
+        })
+    }
+
+    /// What is left of the `listen-after` delay at `now` (zero once it has passed).
+    pub fn listen_delay_left(&self, now: Instant) -> Option<Duration> {
+        self.listen_after()
+            .map(|d| (self.started + d).saturating_duration_since(now))
+    }
+
     /// Added latency for API calls.
     pub fn latency(&self) -> Option<Duration> {
         self.faults.iter().find_map(|f| match f {
@@ -111,6 +138,7 @@ impl fmt::Display for Fault {
             Fault::NeverReady => f.write_str("never-ready"),
             Fault::ErrorsAfter(v) => write!(f, "errors-after={}", d(v)),
             Fault::SlowStart(v) => write!(f, "slow-start={}", d(v)),
+            Fault::ListenAfter(v) => write!(f, "listen-after={}", d(v)),
             Fault::Latency(v) => write!(f, "latency={}", d(v)),
         }
     }
@@ -135,6 +163,17 @@ fn parse_one(item: &str) -> Result<Fault, FaultParseError> {
         ("never-ready", None) => Ok(Fault::NeverReady),
         ("errors-after", v) => duration(v).map(Fault::ErrorsAfter),
         ("slow-start", v) => duration(v).map(Fault::SlowStart),
+        ("listen-after", v) => {
+            let d = duration(v)?;
+            if d > MAX_LISTEN_AFTER {
+                return Err(FaultParseError::TooLong {
+                    name: name.to_owned(),
+                    value: v.unwrap_or("").to_owned(),
+                    max: humantime::format_duration(MAX_LISTEN_AFTER).to_string(),
+                });
+            }
+            Ok(Fault::ListenAfter(d))
+        }
         ("latency", v) => duration(v).map(Fault::Latency),
         _ => Err(FaultParseError::Unknown(item.to_owned())),
     }
@@ -176,6 +215,12 @@ mod tests {
                 Fault::ErrorsAfter(Duration::from_secs(120)),
             ),
             ("slow-start=3s", Fault::SlowStart(Duration::from_secs(3))),
+            (
+                "listen-after=15s",
+                Fault::ListenAfter(Duration::from_secs(15)),
+            ),
+            ("listen-after=10m", Fault::ListenAfter(MAX_LISTEN_AFTER)),
+            ("listen-after=0s", Fault::ListenAfter(Duration::ZERO)),
             ("latency=500ms", Fault::Latency(Duration::from_millis(500))),
         ];
         for (input, want) in cases {
@@ -231,6 +276,64 @@ mod tests {
         let fresh = Faults::parse(Some("errors-after=1h,slow-start=1h"), Instant::now()).unwrap();
         assert!(!fresh.breaks_requests());
         assert!(fresh.not_ready_reason().is_some());
+    }
+
+    #[test]
+    fn listen_after_is_bounded_and_its_errors_are_clear() {
+        let too_long = parse("listen-after=11m").unwrap_err();
+        assert_eq!(
+            too_long,
+            FaultParseError::TooLong {
+                name: "listen-after".into(),
+                value: "11m".into(),
+                max: "10m".into()
+            }
+        );
+        assert_eq!(
+            too_long.to_string(),
+            "fault listen-after=11m: at most 10m allowed"
+        );
+        let bad = parse("listen-after=soon").unwrap_err();
+        assert!(
+            bad.to_string()
+                .starts_with("fault listen-after: invalid duration \"soon\""),
+            "{bad}"
+        );
+        for missing in ["listen-after", "listen-after="] {
+            assert!(
+                matches!(parse(missing), Err(FaultParseError::Duration { .. })),
+                "{missing}"
+            );
+        }
+        assert!(
+            FaultParseError::Unknown("x".into())
+                .to_string()
+                .contains("listen-after=<duration>")
+        );
+    }
+
+    #[test]
+    fn listen_delay_counts_from_the_start_and_round_trips() {
+        let started = Instant::now();
+        let f = Faults::parse(Some("listen-after=15s,latency=1ms"), started).unwrap();
+        assert_eq!(f.listen_after(), Some(Duration::from_secs(15)));
+        assert_eq!(
+            f.listen_delay_left(started + Duration::from_secs(5)),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            f.listen_delay_left(started + Duration::from_secs(20)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(f.to_string(), "listen-after=15s,latency=1ms");
+        assert_eq!(
+            f.not_ready_reason(),
+            None,
+            "it does not listen at all instead"
+        );
+        let none = Faults::parse(None, started).unwrap();
+        assert_eq!(none.listen_after(), None);
+        assert_eq!(none.listen_delay_left(started), None);
     }
 
     #[test]

@@ -78,6 +78,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         draining: Arc::default(),
     };
     let draining = Arc::clone(&state.draining);
+    if let Some(left) = state.faults.listen_delay_left(Instant::now()) {
+        // Start-up work is done; the port stays closed, as during a long migration. Signals
+        // keep their default action meanwhile: SIGTERM ends the process (exit 143).
+        tracing::warn!(
+            fault = %state.faults,
+            wait = %humantime::format_duration(left),
+            "fault listen-after: not listening yet"
+        );
+        tokio::time::sleep(left).await;
+    }
     let addr = SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -121,6 +121,70 @@ async fn slow_start_is_unready_then_ready() {
 }
 
 #[tokio::test]
+async fn listen_after_binds_the_port_only_after_the_delay() {
+    let (_dir, store) = temp_store();
+    let started = Instant::now();
+    // `start` returns once the `listening` line is logged, i.e. once the port is bound.
+    let s = Server::start(&store, &[("SHORTENER_FAULT", "listen-after=2s")]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "listening after {:?}",
+        started.elapsed()
+    );
+    let logs = s.logs().join("\n");
+    let waiting = logs.find("not listening yet").expect(&logs);
+    let listening = logs.find("listening addr=").expect(&logs);
+    assert!(waiting < listening, "{logs}");
+    // Once listening, nothing else is wrong with it.
+    s.wait_ready().await;
+    assert_eq!(
+        client()
+            .get(s.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn sigterm_while_waiting_to_listen_ends_the_process_as_the_kubelet_sees_it() {
+    use std::os::unix::process::ExitStatusExt;
+    let (_dir, store) = temp_store();
+    let (mut child, logs) = common::spawn_bare(&store, &[("SHORTENER_FAULT", "listen-after=60s")]);
+    eventually("the not-listening line", || {
+        let seen = logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("not listening yet"));
+        async move { seen }
+    })
+    .await;
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = common::wait_exit(&mut child);
+    // Killed by the signal (a runtime reports exit code 143), not a clean exit.
+    assert_eq!(status.signal(), Some(15), "{status}");
+}
+
+#[tokio::test]
+async fn listen_after_beyond_its_bound_refuses_to_start() {
+    let (_dir, store) = temp_store();
+    let (status, out) = run_to_exit(&store, &[("SHORTENER_FAULT", "listen-after=1h")]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("listen-after=1h: at most 10m allowed"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn errors_after_works_then_fails() {
     let (_dir, store) = temp_store();
     let started = Instant::now();

@@ -188,6 +188,11 @@ impl Server {
     }
 }
 
+/// Spawns the binary without waiting for anything; its output is collected in the logs.
+pub fn spawn_bare(store: &TestStore, env: &[(&str, &str)]) -> (Child, Arc<Mutex<Vec<String>>>) {
+    spawn(store, env, &[])
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -209,7 +214,7 @@ pub fn run_to_exit(store: &TestStore, env: &[(&str, &str)]) -> (ExitStatus, Stri
     (status, out)
 }
 
-fn wait_exit(child: &mut Child) -> ExitStatus {
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
     let deadline = Instant::now() + DEADLINE;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
