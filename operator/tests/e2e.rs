@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
+// s20-s22, issue 17: releases that take long to start (operator/tests/startup/mod.rs).
+mod startup;
 use std::time::{Duration, Instant};
 use support::env::*;
 use support::traffic::{Tally, Traffic};
