@@ -271,7 +271,7 @@ pub struct HealthCheck {
     /// second, this many failures in a row), 1..=3600. Until then the liveness probe
     /// (`/healthz` every 2 s, 3 failures) does not run, so a release that migrates a schema
     /// or warms a cache before it listens is not restarted. A container still not answering
-    /// after it is killed and restarted, and the revision fails with `StartupProbeFailed`.
+    /// by then is killed, and the revision fails with `StartupProbeFailed`.
     /// Must not exceed `progressDeadlineSeconds`. Default: 60, or `progressDeadlineSeconds`
     /// when that is smaller.
     #[serde(default, skip_serializing_if = "Option::is_none")]

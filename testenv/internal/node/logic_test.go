@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -402,3 +403,27 @@ func TestEnvFromAndKeyRefs(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+func TestUnhealthyEvent(t *testing.T) {
+	refused := errors.New("connect: connection refused")
+	cases := []struct {
+		kind       ProbeKind
+		before, ok bool
+		err        error
+		want       string
+	}{
+		{Startup, false, false, refused, "Startup probe failed: connect: connection refused"},
+		{Startup, false, true, nil, ""},
+		{Readiness, true, false, refused, "Readiness probe failed: connect: connection refused"},
+		{Readiness, false, false, refused, ""},
+		{Liveness, true, false, refused, "Liveness probe failed: connect: connection refused"},
+		{Liveness, true, true, refused, ""},
+		{Liveness, true, true, nil, ""},
+	}
+	for _, c := range cases {
+		msg, emit := unhealthyEvent(c.kind, c.before, c.ok, c.err)
+		if msg != c.want || emit != (c.want != "") {
+			t.Errorf("%s before=%v ok=%v err=%v: got %q %v, want %q", c.kind, c.before, c.ok, c.err, msg, emit, c.want)
+		}
+	}
+}

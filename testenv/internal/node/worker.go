@@ -272,8 +272,8 @@ func (w *podWorker) onProbe(r probeResult, log *slog.Logger) {
 	if r.err != nil && r.kind != Readiness || before != ok {
 		log.Debug("probe", "container", c.spec.Name, "kind", r.kind, "ok", ok, "err", r.err)
 	}
-	if before != ok && r.err != nil {
-		w.a.event(w.pod, corev1.EventTypeWarning, "Unhealthy", fmt.Sprintf("%s probe failed: %v", capitalize(string(r.kind)), r.err))
+	if msg, emit := unhealthyEvent(r.kind, before, ok, r.err); emit {
+		w.a.event(w.pod, corev1.EventTypeWarning, "Unhealthy", msg)
 	}
 	switch r.kind {
 	case Startup:
@@ -287,6 +287,18 @@ func (w *podWorker) onProbe(r probeResult, log *slog.Logger) {
 			w.kill(c, "Container "+c.spec.Name+" failed liveness probe, will be restarted")
 		}
 	}
+}
+
+// unhealthyEvent is the kubelet's Unhealthy Event for one probe result: every failed
+// startup probe (the kubelet records each; the recorder aggregates repeats), so a container
+// killed for not starting has "Startup probe failed: ..." next to its Killing Event; for
+// readiness and liveness only a failure that changes the result (the kubelet records every
+// failure; testenv keeps the event stream of its 1 s readiness probes quiet).
+func unhealthyEvent(kind ProbeKind, before, ok bool, err error) (string, bool) {
+	if err == nil || (kind != Startup && before == ok) {
+		return "", false
+	}
+	return fmt.Sprintf("%s probe failed: %v", capitalize(string(kind)), err), true
 }
 
 func capitalize(s string) string {
