@@ -113,11 +113,18 @@ async fn s21_release_overrunning_its_startup_budget_is_refused_naming_the_probe(
     assert_eq!(st.phase, Phase::RolledBack);
     assert_eq!(st.stable_revision, Some(1));
     assert!(st.message.contains("startup probe"), "{}", st.message);
-    assert!(
-        env.warning_reasons()
-            .await
-            .contains(&"StartupProbeFailed".to_string())
-    );
+    // The Event is written after the status: poll for it.
+    eventually(
+        "a StartupProbeFailed Warning Event",
+        Duration::from_secs(10),
+        || async {
+            env.warning_reasons()
+                .await
+                .contains(&"StartupProbeFailed".to_string())
+                .then_some(())
+        },
+    )
+    .await;
     traffic.more(30).await;
     let tally = traffic.stop().await;
     assert_eq!(tally.failed, 0, "{tally:?}");
