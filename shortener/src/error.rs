@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONNECTION;
+use axum::http::header::{CONNECTION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -38,6 +38,12 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("request took longer than {0:?}")]
     Timeout(std::time::Duration),
+    #[error("the request body arrived too slowly")]
+    BodyTimeout,
+    #[error("{}", unauthorized_message(.invalid))]
+    Unauthorized { invalid: bool },
+    #[error("too many writes from this client; retry in {}s", retry_after_secs(.0))]
+    RateLimited(std::time::Duration),
     #[error("not ready: {0}")]
     NotReady(String),
     /// Anything the client cannot fix. The detail goes to the log, not to the client.
@@ -59,6 +65,9 @@ impl AppError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Timeout(_) | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,10 +87,27 @@ impl AppError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Timeout(_) => "timeout",
+            Self::BodyTimeout => "body_timeout",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::RateLimited(_) => "rate_limited",
             Self::NotReady(_) => "not_ready",
             Self::Internal(_) => "internal",
         }
     }
+}
+
+fn unauthorized_message(invalid: &bool) -> &'static str {
+    if *invalid {
+        "the bearer token is not valid"
+    } else {
+        "this request needs Authorization: Bearer <token>"
+    }
+}
+
+/// Whole seconds to wait, at least 1 (`Retry-After` has no fractions).
+fn retry_after_secs(wait: &std::time::Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
 }
 
 /// Carried on a 500 response so the request-logging middleware can log the detail once,
@@ -114,7 +140,29 @@ impl IntoResponse for AppError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if matches!(self, Self::PayloadTooLarge | Self::UnsupportedMediaType) {
+        match &self {
+            Self::Unauthorized { invalid } => {
+                // RFC 6750 §3: the scheme, and `invalid_token` when one was presented.
+                let value = if *invalid {
+                    r#"Bearer realm="shortener", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="shortener""#
+                };
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static(value));
+            }
+            Self::RateLimited(wait) => {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+            }
+            _ => {}
+        }
+        if matches!(
+            self,
+            Self::PayloadTooLarge | Self::UnsupportedMediaType | Self::BodyTimeout
+        ) {
             // The body was left unread, so the connection cannot carry another request; say so,
             // or a client may reuse it and lose its next request to the close.
             response
