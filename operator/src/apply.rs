@@ -12,6 +12,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use crate::api_token;
 use crate::capture;
 use crate::controller::{Context, Error, Result};
 use crate::crd::{Phase, ShortenerRelease, Strategy};
@@ -64,6 +65,11 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
         .map(String::as_str)
         == Some("true");
     let gate = read_gate(ctx, &ns, &name, spec).await?;
+    // Before any pod is created: they read it from the Secret, and the smoke test sends it.
+    let owner = sr
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let token = api_token::ensure(ctx, &ns, &name, owner).await?;
     let control = manual::next_control(sr.annotations());
     let now = Timestamp::now();
 
@@ -89,7 +95,7 @@ pub async fn reconcile_release(sr: &ShortenerRelease, ctx: &Context) -> Result<A
                     .get(&hash)
                     .map(|a| a.ready.clone())
                     .unwrap_or_default();
-                observed.smoke = Some(smoke(ctx, &ips, spec.port, &hash).await);
+                observed.smoke = Some(smoke(ctx, &ips, spec.port, &hash, &token).await);
             }
             Decision::Probe(Probe::Analyze { hash }) if observed.analysis.is_none() => {
                 let ips = addresses
@@ -273,13 +279,13 @@ pub fn pod_failure(pod: &Pod) -> Option<PodFailure> {
     None
 }
 
-async fn smoke(ctx: &Context, ips: &[String], port: i32, hash: &str) -> SmokeResult {
+async fn smoke(ctx: &Context, ips: &[String], port: i32, hash: &str, token: &str) -> SmokeResult {
     if ips.is_empty() {
         return SmokeResult::Failed("no ready pod to test".into());
     }
     for ip in ips {
         let marker = format!("{hash}-{}", Timestamp::now().as_millisecond());
-        if let Err(e) = probes::smoke_test(&ctx.http, ip, port, &marker).await {
+        if let Err(e) = probes::smoke_test(&ctx.http, ip, port, &marker, token).await {
             return SmokeResult::Failed(e);
         }
     }

@@ -2,6 +2,7 @@
 // Tests may unwrap; the crate's own code may not (workspace lint).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod api_token;
 pub mod apply;
 pub mod budget;
 pub mod capture;

@@ -100,17 +100,20 @@ struct Created {
     slug: String,
 }
 
-/// Creates a URL on one pod and follows its redirect; an error says what went wrong.
+/// Creates a URL on one pod (with the release's API token) and follows its redirect; an
+/// error says what went wrong, never what the token is.
 pub async fn smoke_test(
     client: &reqwest::Client,
     ip: &str,
     port: i32,
     marker: &str,
+    token: &str,
 ) -> Result<(), String> {
     let base = format!("http://{ip}:{port}");
     let target = format!("https://smoke-test.shortener.dev/{marker}");
     let resp = client
         .post(format!("{base}/api/v1/urls"))
+        .bearer_auth(token)
         .json(&serde_json::json!({ "url": target }))
         .send()
         .await

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use support::{cluster_up, eventually, kubeconfig, root, unique_namespace, within};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -286,6 +286,15 @@ impl Env {
         format!("{}:{port}", spec.cluster_ip.unwrap())
     }
 
+    /// The token in the Secret the operator keeps for the release.
+    async fn api_token(&self) -> String {
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .get(&operator::api_token::secret_name(NAME))
+            .await
+            .unwrap();
+        operator::api_token::token_of(&secret).expect("a token in the release's Secret")
+    }
+
     async fn warning_reasons(&self) -> Vec<String> {
         Api::<Event>::namespaced(self.client.clone(), &self.ns)
             .list(&ListParams::default())
@@ -341,7 +350,15 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn start(addr: String) -> Traffic {
+    /// Starts against the release's active Service, with the API token the operator made
+    /// for the release (writes need one).
+    async fn start(env: &Env) -> Traffic {
+        let addr = env.active_address().await;
+        let token = env.api_token().await;
+        Self::start_at(addr, token)
+    }
+
+    fn start_at(addr: String, token: String) -> Traffic {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (tally.clone(), stop.clone());
@@ -357,7 +374,7 @@ impl Traffic {
             let mut i = 0u64;
             while !s.load(Ordering::SeqCst) {
                 i += 1;
-                let ok = one_request(&http, &addr, i).await;
+                let ok = one_request(&http, &addr, &token, i).await;
                 let mut tally = t.lock().await;
                 if ok {
                     tally.ok += 1;
@@ -395,10 +412,11 @@ impl Traffic {
     }
 }
 
-async fn one_request(http: &reqwest::Client, addr: &str, i: u64) -> bool {
+async fn one_request(http: &reqwest::Client, addr: &str, token: &str, i: u64) -> bool {
     let target = format!("https://example.com/e2e/{i}");
     let Ok(resp) = http
         .post(format!("http://{addr}/api/v1/urls"))
+        .bearer_auth(token)
         .json(&json!({ "url": target }))
         .send()
         .await
@@ -550,10 +568,50 @@ async fn s1_healthy_release_becomes_ready() {
     let st = sr.status.unwrap();
     assert_eq!(st.stable_revision, Some(1));
     assert_eq!(st.current_revision, Some(1));
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(50).await;
     let tally = traffic.stop().await;
     assert_eq!(tally.failed, 0, "{tally:?}");
+
+    // The smoke test created with the release's token, which lives in a Secret the release
+    // owns; pods read it from there, so no Deployment carries it.
+    let secret = Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+        .get(&operator::api_token::secret_name(NAME))
+        .await
+        .unwrap();
+    let owners = secret.metadata.owner_references.clone().unwrap_or_default();
+    assert!(
+        owners
+            .iter()
+            .any(|o| o.kind == "ShortenerRelease" && o.name == NAME),
+        "{owners:?}"
+    );
+    let token = operator::api_token::token_of(&secret).unwrap();
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(!deployments.items.is_empty());
+    for d in deployments {
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(!text.contains(&token), "the token is in a Deployment");
+        assert!(
+            text.contains(operator::api_token::ENV),
+            "no token env in a Deployment"
+        );
+    }
+    // Without it, nobody writes; with it, the client above did.
+    let addr = env.active_address().await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/urls"))
+        .json(&json!({ "url": "https://example.com/anonymous" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let log = root().join(format!(".testenv/e2e/operator-{}.log", env.ns));
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(!log.contains(&token), "the operator logged the token");
     env.cleanup().await;
 }
 
@@ -562,7 +620,7 @@ async fn s1_healthy_release_becomes_ready() {
 async fn s2_release_failing_its_smoke_test_is_never_promoted() {
     let env = Env::new("s2").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     env.apply(env.spec("shortener:v2", &[("SHORTENER_FAULT", "shorten-500")]))
         .await
@@ -629,7 +687,7 @@ async fn s2_release_failing_its_smoke_test_is_never_promoted() {
 async fn s3_crash_loop_and_unpullable_image_abort_before_the_deadline() {
     let env = Env::new("s3").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     let started = Instant::now();
     env.apply(env.spec("shortener:v2", &[("SHORTENER_FAULT", "crash-on-start")]))
         .await
@@ -662,7 +720,7 @@ async fn s3_crash_loop_and_unpullable_image_abort_before_the_deadline() {
 async fn s4_analysis_rolls_back_a_promoted_release_within_seconds() {
     let env = Env::new("s4").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     let mut spec = env.spec("shortener:v2", &[("SHORTENER_FAULT", "errors-after=8s")]);
     spec["analysis"]["bakeSeconds"] = json!(60);
@@ -711,7 +769,7 @@ async fn s4_analysis_rolls_back_a_promoted_release_within_seconds() {
 async fn s5_fixed_release_after_a_failed_one_is_promoted() {
     let env = Env::new("s5").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     env.apply(env.spec("shortener:v2", &[("SHORTENER_FAULT", "shorten-500")]))
         .await
         .unwrap();
@@ -777,7 +835,7 @@ async fn s5_fixed_release_after_a_failed_one_is_promoted() {
 async fn s6_spec_change_supersedes_a_rollout_in_progress() {
     let env = Env::new("s6").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     env.apply(env.spec("shortener:v2", &[("SHORTENER_FAULT", "never-ready")]))
         .await
         .unwrap();
@@ -859,7 +917,7 @@ async fn s7_invalid_spec_is_rejected_and_delete_removes_everything() {
 async fn s8_operator_restarted_mid_rollout_resumes() {
     let mut env = Env::new("s8").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     let mut spec = env.spec("shortener:v2", &[]);
     spec["analysis"]["bakeSeconds"] = json!(15);
     env.apply(spec).await.unwrap();
@@ -991,7 +1049,7 @@ async fn s15_rolling_rollback_after_promotion_is_charged_until_the_bad_pods_are_
     env.wait_outcome(1, Outcome::Promoted).await;
     env.wait_phase(Phase::Healthy, Duration::from_secs(90))
         .await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     env.apply(rolling(
         "shortener:v2",
@@ -1084,7 +1142,7 @@ async fn s16_manual_rollback_restores_the_revision_exactly_as_it_ran() {
     )
     .await;
 
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     let patch = json!({"metadata": {"annotations": {"shortener.dev/rollback-to": "previous"}}});
     env.srs
@@ -1277,7 +1335,7 @@ fn failure_window(tally: &Tally) -> f64 {
 /// test), long bake, and waits for its analysis rollback; returns the release and what the
 /// client saw.
 async fn post_promotion_failure(env: &Env, sla: serde_json::Value) -> (ShortenerRelease, Tally) {
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(env).await;
     traffic.more(20).await;
     let mut spec = env.spec("shortener:v2", &[("SHORTENER_FAULT", "errors-after=8s")]);
     spec["analysis"]["bakeSeconds"] = json!(60);
@@ -1565,7 +1623,7 @@ async fn s13_rolling_release_rolls_back_a_crash_loop_in_place() {
         .await;
     let v1_hash = sr.status.unwrap().history[0].pod_template_hash.clone();
 
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     env.apply(rolling(
         "shortener:v2",
