@@ -2,8 +2,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint unit demo chart-test crds crd-check e2e
-test: lint unit crd-check chart-test testenv-test e2e plugin-test chart-e2e
+.PHONY: test lint unit demo chart-test crds crd-check e2e deps
+test: deps lint unit store-pg-test crd-check chart-test testenv-test e2e plugin-test chart-e2e
+
+# What a fresh machine lacks (apt packages, helm, PyYAML); idempotent, quick when all is there.
+deps:
+	bash scripts/install-deps.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -12,14 +16,21 @@ lint:
 unit:
 	$(CARGO) test --workspace --locked
 
+# The shortener's store and API tests again, on a real PostgreSQL server started on loopback
+# for the run and stopped afterwards, also on failure (scripts/test-store-pg.sh).
+.PHONY: store-pg-test
+store-pg-test:
+	bash scripts/test-store-pg.sh
+
 # The bad-release story end to end on testenv: healthy v1, failing v2 rolled back, fixed v3.
-demo:
+demo: deps
 	bash scripts/demo.sh
 
 # Benchmarks: figures go to bench-results/*.txt (speed and memory targets live here, not in tests).
 .PHONY: bench
 bench:
 	bash scripts/bench-shortener.sh
+	bash scripts/bench-store.sh
 	$(CARGO) bench -p operator --bench incident_filter
 
 # The CRD YAML is generated from operator/src/crd.rs and checked in.
@@ -55,14 +66,49 @@ chart-test:
 	bash scripts/check-chart.sh
 
 # The chart on a live testenv (started only if not up): install, a release goes Healthy with
-# the chart's RBAC, failing ones roll back, Prometheus fires the rollback alert, clean uninstall.
+# the chart's RBAC, failing ones roll back, Prometheus fires the rollback alert, clean uninstall;
+# then the RBAC boundaries, the aggregated user roles and the CRD upgrade step.
 .PHONY: chart-e2e
 chart-e2e:
 	bash scripts/chart-e2e.sh
+	bash scripts/chart-rbac-e2e.sh
+
+# Container images from Dockerfile.shortener/Dockerfile.operator (their offline target:
+# static binaries FROM scratch) and testenv's pause image, as OCI archives in .images/.
+.PHONY: images
+images:
+	bash scripts/install-deps.sh real
+	bash scripts/images.sh
+
+# The real node (TESTENV_NODE=real: containerd, kubelet, kube-proxy; testenv/README.md):
+# the operator's core e2e scenarios, then the chart e2e, on a real-node cluster of their
+# own (in its own network namespace, so it never collides with a simulated cluster).
+# Stops the cluster at the end.
+.PHONY: test-real e2e-real chart-e2e-real
+REAL_SCENARIOS := s1_healthy_release_becomes_ready s2_release_failing_its_smoke_test_is_never_promoted s4_analysis_rolls_back_a_promoted_release_within_seconds
+test-real:
+	bash scripts/install-deps.sh real
+	@mkdir -p .testenv && bash scripts/testenv-real-leaks.sh snapshot .testenv/real-leaks-before.txt
+	@$(MAKE) --no-print-directory e2e-real REAL_KEEP=1 || { $(MAKE) --no-print-directory cluster-down; exit 1; }
+	@$(MAKE) --no-print-directory chart-e2e-real
+	@bash scripts/testenv-real-leaks.sh compare .testenv/real-leaks-before.txt
+
+e2e-real:
+	$(CARGO) build -p shortener -p operator
+	$(CARGO) test -p operator --test e2e --no-run
+	TESTENV_NODE=real $(MAKE) --no-print-directory cluster-up
+	@TESTENV_NODE=real scripts/testenv-exec.sh $(CARGO) test -p operator --test e2e -- --ignored --test-threads=1 --exact $(REAL_SCENARIOS); rc=$$?; \
+	[[ -n "$(REAL_KEEP)" ]] || $(MAKE) --no-print-directory cluster-down; exit $$rc
+
+chart-e2e-real:
+	TESTENV_NODE=real $(MAKE) --no-print-directory cluster-up
+	@TESTENV_NODE=real scripts/testenv-exec.sh bash scripts/chart-e2e.sh; rc=$$?; \
+	$(MAKE) --no-print-directory cluster-down; exit $$rc
 
 # Local Kubernetes (testenv/README.md): real control plane, simulated node on loopback.
 .PHONY: cluster-up cluster-down testenv-test
 cluster-up:
+	@[[ "$${TESTENV_NODE:-}" != real ]] || bash scripts/install-deps.sh real
 	bash scripts/testenv-up.sh
 
 cluster-down:

@@ -8,6 +8,10 @@
 #
 # Starts testenv only if it is not up (and then stops it at the end). Namespaces and the
 # Prometheus port are its own, so it can share a cluster with other tests.
+# On the real node (`make chart-e2e-real`: TESTENV_NODE=real, run through
+# scripts/testenv-exec.sh) the operator runs in its container from the image `make images`
+# built (imagePullPolicy Never), with the in-cluster config, and the checks below look at
+# the container itself.
 # Env: CHART_E2E_NAMESPACE (operator, default shortener-system), CHART_E2E_APP_NAMESPACE
 # (the releases, default chart-e2e), CHART_E2E_KEEP=1 (leave everything installed),
 # PROM_PORT (default 19091), WAIT_SECONDS (per rollout wait, default 240),
@@ -223,15 +227,28 @@ if ! kubectl get --raw /readyz >/dev/null 2>&1; then
   make --no-print-directory cluster-up || fail "make cluster-up failed"
   started_cluster=1
 fi
-kubectl get nodes || fail "cluster not reachable with $KUBECONFIG"
+kubectl get nodes -o wide || fail "cluster not reachable with $KUBECONFIG"
 CLUSTER_ID=$(cluster_id)
+MODE=$(cat "$ROOT/.testenv/mode" 2>/dev/null || echo sim)
+mode_args=()
+[[ $MODE == real ]] && mode_args=(--set image.pullPolicy=Never)
 for tool in helm curl python3; do command -v "$tool" >/dev/null || fail "$tool not found (scripts/install-deps.sh)"; done
 command -v prometheus >/dev/null || fail "prometheus not found (apt-get install prometheus)"
 pass
 
-step "cargo build -p operator -p shortener"
-cargo build -p operator -p shortener || fail "build failed"
-pass
+if [[ $MODE == real ]]; then
+  # The images were built and imported by cluster-up (make images).
+  step "images shortener-operator:$VERSION and shortener:v1..v3 are in the node's containerd"
+  for img in "shortener-operator:$VERSION" shortener:v1 shortener:v2 shortener:v3; do
+    ctr --address "$ROOT/.testenv/real/containerd.sock" -n k8s.io images ls -q | grep -qx "docker.io/library/$img" ||
+      fail "image $img not imported (make images; TESTENV_NODE=real make cluster-up)"
+  done
+  pass
+else
+  step "cargo build -p operator -p shortener"
+  cargo build -p operator -p shortener || fail "build failed"
+  pass
+fi
 
 step "helm install $RELEASE into $OP_NS (image shortener-operator:$VERSION)"
 helm -n "$OP_NS" status "$RELEASE" >/dev/null 2>&1 &&
@@ -240,13 +257,16 @@ for ns in "$OP_NS" "$APP_NS"; do
   kubectl get namespace "$ns" >/dev/null 2>&1 && fail "namespace $ns already exists (left by an earlier run?): kubectl delete namespace $ns"
 done
 rm -rf "$STATE" && mkdir -p "$STATE"
+# Real node: the shortener pods (uid 65532) share the store through a hostPath mount of
+# this directory (testenv's shared-store policy).
+[[ $MODE == real ]] && chmod 1777 "$STATE"
 made_ns+=("$OP_NS")
 kubectl create namespace "$APP_NS" >/dev/null || fail "cannot create namespace $APP_NS"
 made_ns+=("$APP_NS")
 # The chart installs a cluster-wide operator; --namespace keeps this one to the test's own
 # namespace, so it leaves alone releases other tests run on the same cluster.
 helm install "$RELEASE" "$CHART" --namespace "$OP_NS" --create-namespace \
-  -f "$CHART/ci/testenv-values.yaml" --set "extraArgs={--namespace=$APP_NS}" ${CHART_E2E_HELM_ARGS:-} ||
+  -f "$CHART/ci/testenv-values.yaml" --set "watchNamespaces={$APP_NS}" "${mode_args[@]}" ${CHART_E2E_HELM_ARGS:-} ||
   fail "helm install failed"
 installed=1
 kubectl -n "$OP_NS" wait --for=condition=Available "deployment/$RELEASE" --timeout=120s ||
@@ -256,7 +276,11 @@ image=$(kubectl -n "$OP_NS" get deploy "$RELEASE" -o 'jsonpath={.spec.template.s
 POD=$(kubectl -n "$OP_NS" get pods -l "app.kubernetes.io/instance=$RELEASE" -o 'jsonpath={.items[0].metadata.name}')
 POD_IP=$(kubectl -n "$OP_NS" get pod "$POD" -o 'jsonpath={.status.podIP}')
 PORT=$(kubectl -n "$OP_NS" get pod "$POD" -o 'jsonpath={.spec.containers[0].ports[?(@.name=="http-metrics")].containerPort}')
-[[ $POD_IP == 127.* && -n $PORT ]] || fail "pod $POD has no loopback IP/port ('$POD_IP:$PORT')"
+if [[ $MODE == real ]]; then
+  [[ $POD_IP == 10.244.0.* && -n $PORT ]] || fail "pod $POD has no pod-network IP/port ('$POD_IP:$PORT')"
+else
+  [[ $POD_IP == 127.* && -n $PORT ]] || fail "pod $POD has no loopback IP/port ('$POD_IP:$PORT')"
+fi
 curl -fsS "http://$POD_IP:$PORT/readyz" >/dev/null || fail "operator /readyz not answering at $POD_IP:$PORT"
 info "pod $POD at $POD_IP:$PORT"
 pass
@@ -268,10 +292,34 @@ SA=$(kubectl -n "$OP_NS" get pod "$POD" -o 'jsonpath={.spec.serviceAccountName}'
 # The credentials the node hands the pod (its only ones: no --kubeconfig, the host
 # environment is not inherited) are a token for that ServiceAccount.
 UID_=$(kubectl -n "$OP_NS" get pod "$POD" -o 'jsonpath={.metadata.uid}')
-POD_KUBECONFIG=$ROOT/.testenv/node/pods/${OP_NS}_${POD}_${UID_}/serviceaccount/kubeconfig
-[[ -f $POD_KUBECONFIG ]] || fail "no pod kubeconfig at $POD_KUBECONFIG (SA token not automounted?)"
-whoami=$(kubectl --kubeconfig "$POD_KUBECONFIG" auth whoami -o 'jsonpath={.status.userInfo.username}') ||
-  fail "the pod's credentials do not authenticate"
+if [[ $MODE == real ]]; then
+  # The kubelet's projected token volume, mounted (tmpfs) in the node's mount namespace.
+  token=$(nsenter --target "$(cat "$ROOT/.testenv/pids/netns.pid")" --mount -- \
+    sh -c "cat /var/lib/kubelet/pods/$UID_/volumes/kubernetes.io~projected/*/token") ||
+    fail "no projected ServiceAccount token in the kubelet's volume for pod $POD"
+  whoami=$(kubectl --kubeconfig /dev/null --server https://127.0.0.1:16443 \
+    --certificate-authority "$ROOT/.testenv/pki/ca.crt" --token "$token" \
+    auth whoami -o 'jsonpath={.status.userInfo.username}') || fail "the pod's credentials do not authenticate"
+  # The container process itself: the image's non-root user, no capabilities, no new
+  # privileges, a read-only root filesystem (the chart's securityContext, enforced by runc).
+  procs=$(cat /sys/fs/cgroup/pids/kubepods/*/pod"$UID_"/*/cgroup.procs /sys/fs/cgroup/pids/kubepods/pod"$UID_"/*/cgroup.procs 2>/dev/null)
+  op_pid=
+  for p in $procs; do [[ $(cat "/proc/$p/comm" 2>/dev/null) == operator ]] && op_pid=$p; done
+  [[ -n $op_pid ]] || fail "no operator process in pod $POD's cgroups"
+  st=/proc/$op_pid/status
+  [[ $(awk '/^Uid:/{print $2}' "$st") == 65532 ]] || fail "operator runs as uid $(awk '/^Uid:/{print $2}' "$st"), want 65532"
+  [[ $(awk '/^CapEff:/{print $2}' "$st") == 0000000000000000 ]] || fail "operator has capabilities $(awk '/^CapEff:/{print $2}' "$st")"
+  [[ $(awk '/^NoNewPrivs:/{print $2}' "$st") == 1 ]] || fail "operator may gain privileges (NoNewPrivs 0)"
+  # The image has no shell to try a write with: the root mount's options say it.
+  root_opts=$(awk '$5 == "/" {print $6}' "/proc/$op_pid/mountinfo")
+  [[ ,$root_opts, == *,ro,* ]] || fail "operator's root filesystem is mounted '$root_opts', want ro"
+  info "container process $op_pid: uid 65532, CapEff 0, NoNewPrivs 1, read-only root filesystem"
+else
+  POD_KUBECONFIG=$ROOT/.testenv/node/pods/${OP_NS}_${POD}_${UID_}/serviceaccount/kubeconfig
+  [[ -f $POD_KUBECONFIG ]] || fail "no pod kubeconfig at $POD_KUBECONFIG (SA token not automounted?)"
+  whoami=$(kubectl --kubeconfig "$POD_KUBECONFIG" auth whoami -o 'jsonpath={.status.userInfo.username}') ||
+    fail "the pod's credentials do not authenticate"
+fi
 [[ $whoami == "system:serviceaccount:$OP_NS:$SA" ]] || fail "the pod authenticates as '$whoami'"
 info "pod credentials authenticate as $whoami"
 if kubectl get deploy "$RELEASE" -n "$OP_NS" -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q -- --kubeconfig; then

@@ -137,13 +137,59 @@ def check_rendered(path, values_set, rules_out, strict_flags):
     if strict_flags:
         check_flags(values_set, container.get("args", []))
 
-    cluster_roles = kinds.get("ClusterRole", [])
+    all_cluster_roles = kinds.get("ClusterRole", [])
+    # Aggregated into Kubernetes' view/edit/admin: users' rights, bound by no one here.
+    aggregated = [r for r in all_cluster_roles if any(
+        k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in r["metadata"].get("labels", {}))]
+    cluster_roles = [r for r in all_cluster_roles if r not in aggregated]
     roles = kinds.get("Role", [])
     lease_roles = [r for r in roles if r["metadata"]["name"].endswith("-leader-election")]
     main_roles = cluster_roles + [r for r in roles if r not in lease_roles]
-    if len(main_roles) != 1:
-        fail(f"{values_set}: expected one ClusterRole or one namespace Role, got {len(main_roles)}")
-    for role, want in [(main_roles[0], OPERATOR_RBAC)] + [(r, LEASE_RBAC) for r in lease_roles]:
+    cluster_wide = values_set == "clusterwide"
+    namespaces = []
+    args = container.get("args", [])
+    watch = [a.split("=", 1)[1] for a in args if a.startswith("--namespace=")]
+    if cluster_wide:
+        if len(main_roles) != 1 or main_roles[0]["kind"] != "ClusterRole" or watch:
+            fail(f"{values_set}: expected one ClusterRole and no --namespace, got "
+                 f"{[r['kind'] for r in main_roles]}, {watch}")
+    else:
+        if cluster_roles:
+            fail(f"{values_set}: a namespaced install creates an operator ClusterRole")
+        namespaces = sorted(r["metadata"]["namespace"] for r in main_roles)
+        if len(watch) != 1 or sorted(watch[0].split(",")) != namespaces:
+            fail(f"{values_set}: --namespace {watch} does not match the Roles' namespaces {namespaces}")
+        bindings = sorted(b["metadata"]["namespace"] for b in kinds.get("RoleBinding", [])
+                          if not b["metadata"]["name"].endswith("-leader-election"))
+        if bindings != namespaces:
+            fail(f"{values_set}: RoleBindings in {bindings}, Roles in {namespaces}")
+    if values_set == "namespaced" and namespaces != ["team-a", "team-b"]:
+        fail(f"{values_set}: expected Roles in team-a and team-b, got {namespaces}")
+    if values_set == "default":
+        if namespaces != ["shortener-system"]:
+            fail(f"default: expected one Role in the release namespace, got {namespaces}")
+        if deployments[0]["spec"]["replicas"] != 2 or "--leader-elect" not in args:
+            fail("default: expected 2 replicas with --leader-elect")
+        if len(kinds.get("PodDisruptionBudget", [])) != 1:
+            fail("default: expected a PodDisruptionBudget")
+        if not pod.get("topologySpreadConstraints"):
+            fail("default: expected topologySpreadConstraints")
+        if len(aggregated) != 2:
+            fail(f"default: expected the view and edit aggregated ClusterRoles, got {len(aggregated)}")
+    want_aggregated = {
+        "view": ({"view", "edit", "admin"}, {("shortener.dev", "shortenerreleases"): {"get", "list", "watch"},
+                                             ("shortener.dev", "shortenerreleases/status"): {"get", "list", "watch"}}),
+        "edit": ({"edit", "admin"}, {("shortener.dev", "shortenerreleases"):
+                                     {"create", "update", "patch", "delete", "deletecollection"}}),
+    }
+    for role in aggregated:
+        kind = role["metadata"]["name"].rsplit("-", 1)[-1]
+        to = {k.rsplit("-", 1)[-1] for k, v in role["metadata"]["labels"].items()
+              if k.startswith("rbac.authorization.k8s.io/aggregate-to-") and v == "true"}
+        if kind not in want_aggregated or (to, grants(role)) != want_aggregated[kind]:
+            fail(f"{values_set}: aggregated ClusterRole {role['metadata']['name']}: to {sorted(to)}, "
+                 f"grants {grants(role)}")
+    for role, want in [(r, OPERATOR_RBAC) for r in main_roles] + [(r, LEASE_RBAC) for r in lease_roles]:
         got = grants(role)
         if got != want:
             diff = []
@@ -154,10 +200,8 @@ def check_rendered(path, values_set, rules_out, strict_flags):
                     diff.append(f"{key[0] or 'core'}/{key[1]}: extra {sorted(extra)}, missing {sorted(missing)}")
             fail(f"{values_set}: {role['kind']} {role['metadata']['name']} is not least privilege: "
                  + "; ".join(diff))
-    if values_set != "namespaced" and main_roles[0]["kind"] != "ClusterRole":
-        fail(f"{values_set}: expected a ClusterRole")
-    if values_set == "namespaced" and cluster_roles:
-        fail(f"{values_set}: a namespace-scoped install still creates a ClusterRole")
+    if values_set == "namespaced" and all_cluster_roles:
+        fail(f"{values_set}: a namespace-scoped install without aggregated roles still creates a ClusterRole")
 
     summary = ", ".join(f"{k} x{len(v)}" for k, v in sorted(kinds.items()))
     rules = kinds.get("PrometheusRule", [])

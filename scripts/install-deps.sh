@@ -5,9 +5,25 @@ need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 # promtool, for the chart's alert rule checks (Debian's package does not start the server here).
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# PostgreSQL server binaries, for the store tests on PostgreSQL (scripts/pg.sh). Some machines
+# ship them on PATH; Debian's package keeps them in /usr/lib/postgresql/*/bin.
+command -v pg_ctl >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
+# Only for the real node (`install-deps.sh real`: make test-real, make images): containerd, runc (crun cannot run
+# on this machine kind's hybrid cgroups), the CNI plugins, iptables for kube-proxy, buildah.
+if [[ ${1:-} == real ]]; then
+  command -v containerd >/dev/null || need_apt+=(containerd)
+  command -v runc >/dev/null || need_apt+=(runc)
+  command -v buildah >/dev/null || need_apt+=(buildah)
+  command -v iptables >/dev/null || need_apt+=(iptables)
+  [[ -x /usr/lib/cni/bridge ]] || need_apt+=(containernetworking-plugins)
+fi
 if ((${#need_apt[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+# pg.sh runs PostgreSQL as this user when started as root (initdb refuses root).
+if ((EUID == 0)) && ! id postgres >/dev/null 2>&1; then
+  useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin postgres
 fi
 # Go 1.26 or newer builds testenv, the local Kubernetes (its control plane comes from the Go module proxy).
 go version 2>/dev/null | grep -qE 'go1\.(2[6-9]|[3-9][0-9])' || { echo "install-deps: testenv needs Go >= 1.26 on PATH" >&2; exit 1; }

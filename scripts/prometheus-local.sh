@@ -22,7 +22,11 @@ die() { echo "prometheus-local: $*" >&2; exit 1; }
 
 start() {
   local target=$1
-  [[ $target == 127.* || $target == localhost:* ]] || die "target must be on loopback, got $target"
+  # Loopback, or the real node's pod network (TESTENV_NODE=real), which exists only in the
+  # cluster's own network namespace: never an address off this machine.
+  [[ $target == 127.* || $target == localhost:* ]] ||
+    [[ $target == 10.244.0.* && $(cat .testenv/mode 2>/dev/null) == real ]] ||
+    die "target must be on loopback or the real node's pod network, got $target"
   command -v prometheus >/dev/null || die "prometheus not found (apt-get install prometheus)"
   if [[ -f $PROM_DIR/pid ]] && kill -0 "$(cat "$PROM_DIR/pid")" 2>/dev/null; then
     die "already running (pid $(cat "$PROM_DIR/pid")); stop it first"

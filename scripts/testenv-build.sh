@@ -25,9 +25,13 @@ fresh() { # fresh STAMPFILE HASH BINARIES...
 }
 control_plane=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 own=(testenv-etcd testenv-node testenv-certs)
+# The real node's kubelet and kube-proxy (TESTENV_NODE=real), same module, same stamp
+# inputs as the control plane; built only when asked for.
+real_node=(kubelet kube-proxy)
 want_cp=$(cp_stamp)
 want_own=$(own_stamp)
-if fresh .stamp-cp "$want_cp" "${control_plane[@]}" && fresh .stamp-own "$want_own" "${own[@]}"; then
+node_fresh() { [[ ${TESTENV_NODE:-sim} != real ]] || fresh .stamp-node "$want_cp" "${real_node[@]}"; }
+if fresh .stamp-cp "$want_cp" "${control_plane[@]}" && fresh .stamp-own "$want_own" "${own[@]}" && node_fresh; then
   echo "testenv: binaries up to date"
   exit 0
 fi
@@ -50,6 +54,17 @@ if ! fresh .stamp-cp "$want_cp" "${control_plane[@]}"; then
   done
   echo "$want_cp" > "$BIN/.stamp-cp"
 fi
+if ! node_fresh; then
+  for b in "${real_node[@]}"; do
+    echo "testenv: building $b $K8S_VERSION"
+    t=$SECONDS
+    go build -p 2 -trimpath -ldflags "$ld" -o "$BIN/$b.tmp" "k8s.io/kubernetes/cmd/$b"
+    mv "$BIN/$b.tmp" "$BIN/$b"
+    echo "testenv: $b built in $((SECONDS - t))s"
+  done
+  echo "$want_cp" > "$BIN/.stamp-node"
+fi
+fresh .stamp-own "$want_own" "${own[@]}" && exit 0
 echo "testenv: building testenv-node, testenv-certs"
 go build -p 2 -trimpath -ldflags "$ld" -o "$BIN/" ./cmd/testenv-node ./cmd/testenv-certs
 echo "testenv: building testenv-etcd"

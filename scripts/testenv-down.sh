@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops everything `make cluster-up` started, in reverse order: SIGTERM, then SIGKILL after
-# a grace period; then any pod process group the node agent left. Idempotent.
+# a grace period; then any pod process group the node agent left; for the real node
+# (TESTENV_NODE=real), containers, namespaces, cgroups and sysctls too. Idempotent.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUN=$PWD/.testenv
@@ -28,10 +29,16 @@ stop() {
 }
 
 # The API server's clients stop together, then the API server, then etcd.
-for c in node kube-scheduler kube-controller-manager; do stop "$c" & done
+for c in node kubelet kube-proxy kube-scheduler kube-controller-manager; do stop "$c" & done
 wait
 stop kube-apiserver
 stop etcd
+stop containerd
+if [[ -f $RUN/pids/netns.pid || -d $RUN/real || -f $RUN/sysctl.saved ]]; then
+  PKI=$RUN/pki ROOT=$PWD
+  source scripts/testenv-real.sh
+  real_down
+fi
 
 # Pod processes run in their own process groups; the agent records each group id.
 if [[ -d $RUN/node/pids ]]; then
@@ -51,4 +58,5 @@ for exe in /proc/[0-9]*/exe; do
     kill -KILL "$pid" 2>/dev/null
   fi
 done
+rm -f "$RUN/mode"
 echo "testenv: cluster stopped"

@@ -1,14 +1,34 @@
 #!/usr/bin/env bash
 # Starts the testenv cluster in the background (see testenv/README.md). Reuses a running,
 # healthy cluster unless TESTENV_FRESH=1; otherwise wipes .testenv state and starts anew.
+# TESTENV_NODE=real: a real node (containerd, kubelet, kube-proxy) instead of the simulated
+# one, everything in a network namespace of its own (scripts/testenv-real.sh); without
+# TESTENV_NODE a running cluster is reused whatever its kind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUN=$ROOT/.testenv
 BIN=$ROOT/testenv/bin
 API=https://127.0.0.1:16443
-KUBECTL="$BIN/kubectl --kubeconfig $RUN/kubeconfig"
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler node)
+# TESTENV_NODE unset: whatever kind of cluster is running (cluster-down forgets it), else sim.
+MODE=${TESTENV_NODE:-$(cat "$RUN/mode" 2>/dev/null || echo sim)}
+case $MODE in
+sim) components=(etcd kube-apiserver kube-controller-manager kube-scheduler node) ;;
+real) components=(netns etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy) ;;
+*) echo "testenv: TESTENV_NODE must be sim (the default) or real, not '$MODE'" >&2; exit 2 ;;
+esac
+PKI=$RUN/pki
+source scripts/testenv-real.sh
+# Everything that talks to the cluster runs where the cluster is: for the real node, in its
+# network namespace.
+IN=()
+[[ $MODE == real ]] && IN=(nsenter --target @NS@ --net --mount --)
+in_cluster() {
+  local args=("${IN[@]}")
+  [[ $MODE == real ]] && args[2]=$(ns_pid)
+  "${args[@]}" "$@"
+}
+KUBECTL="in_cluster $BIN/kubectl --kubeconfig $RUN/kubeconfig"
 start_ms=$(($(date +%s%N) / 1000000))
 
 mkdir -p "$RUN"
@@ -19,7 +39,8 @@ if [[ -z ${TESTENV_LOCKED:-} ]]; then
   export TESTENV_LOCKED=1
 fi
 
-bash scripts/testenv-build.sh
+[[ $MODE == real ]] && { real_check_tools || exit 1; }
+TESTENV_NODE=$MODE bash scripts/testenv-build.sh
 
 alive() { [[ -f $RUN/pids/$1.pid ]] && kill -0 "$(cat "$RUN/pids/$1.pid")" 2>/dev/null; }
 
@@ -31,6 +52,11 @@ for c in "${components[@]}"; do
     healthy=0
   fi
 done
+running_mode=$(cat "$RUN/mode" 2>/dev/null || echo sim)
+if [[ $healthy == 1 && $running_mode != "$MODE" ]]; then
+  echo "testenv: a $running_mode-node cluster is running; restarting it with TESTENV_NODE=$MODE" >&2
+  healthy=0 started=0
+fi
 if [[ $healthy == 1 && ${TESTENV_FRESH:-0} != 1 ]] && $KUBECTL get --raw /readyz >/dev/null 2>&1; then
   echo "testenv: cluster already running (TESTENV_FRESH=1 make cluster-up restarts it)"
   if ! cmp -s <(cat "$BIN"/.stamp-*) "$RUN/pids/stamps"; then
@@ -49,12 +75,22 @@ if [[ $started == 1 && $healthy == 0 ]]; then
   echo "testenv: restarting the whole cluster" >&2
 fi
 
+# The images the real node imports (a no-op when they are up to date).
+[[ $MODE == real ]] && { bash scripts/images.sh || exit 1; }
+
 # Whatever is left from an earlier run (killed make, crashed component) goes first.
 bash scripts/testenv-down.sh >/dev/null
 rm -rf "$RUN/etcd" "$RUN/pki" "$RUN/node" "$RUN/logs" "$RUN/pids" "$RUN/services.json" "$RUN/kubeconfig"
 mkdir -p "$RUN/logs" "$RUN/pids" "$RUN/node"
+echo "$MODE" >"$RUN/mode"
 
-"$BIN/testenv-certs" --dir "$RUN/pki" --kubeconfig-dir "$RUN" --server "$API" --service-ip 127.96.0.1
+if [[ $MODE == real ]]; then
+  SVC_RANGE=$SVC_CIDR
+  "$BIN/testenv-certs" --dir "$RUN/pki" --kubeconfig-dir "$RUN" --server "$API" --service-ip "$SVC_IP" --node-ip "$NODE_IP"
+else
+  SVC_RANGE=127.96.0.0/16
+  "$BIN/testenv-certs" --dir "$RUN/pki" --kubeconfig-dir "$RUN" --server "$API" --service-ip 127.96.0.1
+fi
 
 fail() {
   echo "testenv: $1" >&2
@@ -72,7 +108,7 @@ start() {
   local name=$1; shift
   # setsid: the component outlives this script and make, and gets its own process group.
   # 9>&-: the component must not inherit (and so hold) the cluster-up lock.
-  setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null 9>&- &
+  setsid "${IN[@]/@NS@/$(ns_pid)}" "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$RUN/pids/$name.pid"
 }
 
@@ -80,7 +116,9 @@ start() {
 wait_for() {
   local name=$1 timeout=$2; shift 2
   local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
+  local run=in_cluster
+  declare -F "$1" >/dev/null && run= # a function wraps its own commands
+  until $run "$@" >/dev/null 2>&1; do
     for c in "${components[@]}"; do
       [[ -f $RUN/pids/$c.pid ]] && ! alive "$c" && fail "$c exited while waiting for $name"
     done
@@ -89,16 +127,25 @@ wait_for() {
   done
 }
 
-PKI=$RUN/pki
 cat "$BIN"/.stamp-* >"$RUN/pids/stamps"
+if [[ $MODE == real ]]; then
+  real_namespaces || fail "could not set up the node's namespaces"
+  real_configs "$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
+fi
 start etcd "$BIN/testenv-etcd" --data-dir "$RUN/etcd" --listen-client http://127.0.0.1:12379 --listen-peer http://127.0.0.1:12380
 wait_for etcd 30 curl -fsS http://127.0.0.1:12379/health
 
+if [[ $MODE == real ]]; then
+  # Pods reach the API server through the kubernetes Service (kube-proxy), at the node IP;
+  # 0.0.0.0 is only loopback and the bridge inside the namespace.
+  apiserver_mode_flags=(--bind-address=0.0.0.0 --advertise-address="$NODE_IP")
+else
+  apiserver_mode_flags=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none)
+fi
 start kube-apiserver "$BIN/kube-apiserver" \
   --etcd-servers=http://127.0.0.1:12379 \
-  --bind-address=127.0.0.1 --secure-port=16443 --advertise-address=127.0.0.1 \
-  --service-cluster-ip-range=127.96.0.0/16 --service-node-port-range=30000-32767 \
-  --endpoint-reconciler-type=none \
+  "${apiserver_mode_flags[@]}" --secure-port=16443 \
+  --service-cluster-ip-range="$SVC_RANGE" --service-node-port-range=30000-32767 \
   --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
   --allow-privileged=true \
   --client-ca-file="$PKI/ca.crt" \
@@ -115,19 +162,22 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --profiling=false --v=1
 wait_for kube-apiserver 90 curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$API/readyz"
 
-# The Endpoints and EndpointSlice controllers are off: the API server rejects loopback
-# addresses in both, so they would only leave stale slices and Warning events on every
-# Service. The node agent's service proxy derives ready endpoints from pods the same way
-# and publishes them in .testenv/services.json.
+# Simulated node: the Endpoints and EndpointSlice controllers are off: the API server
+# rejects loopback addresses in both, so they would only leave stale slices and Warning
+# events on every Service. The node agent's service proxy derives ready endpoints from
+# pods the same way and publishes them in .testenv/services.json. The real node has real
+# pod IPs, so every controller runs and kube-proxy follows the EndpointSlices.
+controllers='*,-endpoint,-endpointslice,-endpointslicemirroring'
+[[ $MODE == real ]] && controllers='*'
 start kube-controller-manager "$BIN/kube-controller-manager" \
   --kubeconfig="$PKI/controller-manager.kubeconfig" \
   --authentication-kubeconfig="$PKI/controller-manager.kubeconfig" \
   --authorization-kubeconfig="$PKI/controller-manager.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=16257 \
   --leader-elect=false --use-service-account-credentials=true \
-  --controllers='*,-endpoint,-endpointslice,-endpointslicemirroring' \
+  --controllers="$controllers" \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
-  --service-cluster-ip-range=127.96.0.0/16 \
+  --service-cluster-ip-range="$SVC_RANGE" \
   --profiling=false --v=1
 start kube-scheduler "$BIN/kube-scheduler" \
   --kubeconfig="$PKI/scheduler.kubeconfig" \
@@ -135,11 +185,23 @@ start kube-scheduler "$BIN/kube-scheduler" \
   --authorization-kubeconfig="$PKI/scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=16259 \
   --leader-elect=false --profiling=false --v=1
-start node "$BIN/testenv-node" \
-  --kubeconfig="$PKI/node.kubeconfig" --repo-root="$ROOT" --state-dir="$RUN/node" \
-  --images="$ROOT/testenv/images.yaml" --apiserver="$API" --ca="$PKI/ca.crt" \
-  --tls-cert="$PKI/kubelet.crt" --tls-key="$PKI/kubelet.key" --port=16250 \
-  --services-file="$RUN/services.json"
+if [[ $MODE == real ]]; then
+  real_save_sysctls
+  start containerd containerd --config "$REAL/containerd.toml"
+  wait_for containerd 30 ctr --address "$CONTAINERD_SOCK" version
+  real_import_images "$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)" || fail "importing .images/ into containerd"
+  start kubelet "$BIN/kubelet" --config="$REAL/kubelet.yaml" --kubeconfig="$PKI/node.kubeconfig" \
+    --hostname-override=testenv --node-ip="$NODE_IP" --v=1
+  start kube-proxy "$BIN/kube-proxy" --config="$REAL/kube-proxy.yaml" --v=1
+  real_store_policy >"$RUN/real/store-policy.yaml"
+  wait_for "the shared-store policy" 30 $BIN/kubectl --kubeconfig "$RUN/kubeconfig" apply -f "$RUN/real/store-policy.yaml"
+else
+  start node "$BIN/testenv-node" \
+    --kubeconfig="$PKI/node.kubeconfig" --repo-root="$ROOT" --state-dir="$RUN/node" \
+    --images="$ROOT/testenv/images.yaml" --apiserver="$API" --ca="$PKI/ca.crt" \
+    --tls-cert="$PKI/kubelet.crt" --tls-key="$PKI/kubelet.key" --port=16250 \
+    --services-file="$RUN/services.json"
+fi
 
 node_ready() {
   [[ $($KUBECTL get node testenv -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]] &&
@@ -151,9 +213,20 @@ wait_for "node testenv Ready" 90 node_ready
 ms=$(($(date +%s%N) / 1000000 - start_ms))
 elapsed=$((ms / 1000)).$(printf %03d $((ms % 1000)))
 cat <<MSG
-testenv: cluster up in ${elapsed}s (Kubernetes v1.37.2, node testenv Ready)
+testenv: cluster up in ${elapsed}s (Kubernetes v1.37.2, node testenv Ready, $MODE node)
   export KUBECONFIG=$RUN/kubeconfig
+MSG
+if [[ $MODE == real ]]; then
+  cat <<MSG
+  The cluster lives in its own network namespace: run clients through scripts/testenv-exec.sh
+  scripts/testenv-exec.sh $BIN/kubectl get nodes,pods -A -o wide
+  Pods 10.244.0.0/24, Services 10.96.0.0/16 (kube-proxy, iptables), reachable in the namespace only.
+  Logs: .testenv/logs/<component>.log, pods in .testenv/real/varlog/pods   Stop: make cluster-down
+MSG
+else
+  cat <<MSG
   $BIN/kubectl get nodes,pods -A
   Services: <clusterIP>:<port> is reachable from this host; table in .testenv/services.json
   Logs: .testenv/logs/<component>.log   Stop: make cluster-down
 MSG
+fi

@@ -15,7 +15,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use rand::RngCore;
 
-use crate::controller::{Context, Error, Result};
+use crate::context::Context;
+use crate::error::{Error, Result};
 use crate::resources::{MANAGER, base_labels};
 
 /// The key in the Secret's data.

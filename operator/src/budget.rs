@@ -18,8 +18,8 @@
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+
+pub use crate::api::budget::{BudgetStatus, DayCharge, DowntimeLedger, OpenOutage};
 
 /// Length of the rolling window.
 pub const WINDOW_DAYS: i64 = 365;
@@ -147,29 +147,6 @@ pub fn format_duration(seconds: i64) -> String {
     out
 }
 
-/// Downtime charged on one UTC day.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DayCharge {
-    /// The UTC day, `YYYY-MM-DD`.
-    pub day: Date,
-    /// Seconds of downtime charged on that day, at most 86400.
-    pub seconds: i64,
-}
-
-/// An outage of the active revision that is still going on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OpenOutage {
-    /// When the outage was first observed.
-    pub started_at: Timestamp,
-    /// The outage has been charged to the budget up to this instant; only time after it is
-    /// charged next.
-    pub charged_until: Timestamp,
-    /// Seconds of this outage charged so far.
-    pub charged_seconds: i64,
-}
-
 /// A finished outage, as returned by [`DowntimeLedger::observe_up`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClosedOutage {
@@ -177,18 +154,6 @@ pub struct ClosedOutage {
     pub ended_at: Timestamp,
     /// Seconds charged for the whole outage: the value for `downtimeSeconds`.
     pub downtime_seconds: i64,
-}
-
-/// The charged downtime in the rolling window, plus the outage in progress if any.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DowntimeLedger {
-    /// Downtime per UTC day within the window, oldest first, at most one entry per day.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub days: Vec<DayCharge>,
-    /// Set while the active revision is down.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub open_outage: Option<OpenOutage>,
 }
 
 impl DowntimeLedger {
@@ -372,21 +337,6 @@ impl DowntimeLedger {
         entry.seconds = (before + seconds).min(SECONDS_PER_DAY);
         entry.seconds - before
     }
-}
-
-/// What `status.budget` holds: the figures users read, and the ledger they come from.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BudgetStatus {
-    /// Downtime allowed in the rolling 365 days (from `spec.sla.allowedDowntimePerYear`).
-    pub allowed_seconds: i64,
-    /// Downtime charged in the rolling 365 days.
-    pub used_seconds: i64,
-    /// `allowedSeconds - usedSeconds`, never below zero.
-    pub remaining_seconds: i64,
-    /// Where the figures come from; kept so a restarted operator goes on charging correctly.
-    #[serde(default)]
-    pub ledger: DowntimeLedger,
 }
 
 impl BudgetStatus {

@@ -1,5 +1,5 @@
 //! The controller: watches, the thin reconcile wrapper (span, timer, dispatch) and the
-//! error policy. The work itself is in [`crate::apply`].
+//! error policy. The work itself is in [`crate::reconcile`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,71 +8,17 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info_span, warn};
 
-use crate::crd::ShortenerRelease;
-use crate::incident::webhook::{WebhookConfig, WebhookSender};
-use crate::metrics::{ErrorKind, Metrics};
+use crate::api::ShortenerRelease;
+use crate::backoff::Backoffs;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::metrics::ErrorKind;
 use crate::resources::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("object has no {0}")]
-    MissingField(&'static str),
-    #[error("serializing: {0}")]
-    Serialize(#[from] serde_json::Error),
-    #[error("setting up: {0}")]
-    Setup(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// The class that picks the backoff and the `kind` metric label.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::Kube(kube::Error::Api(status)) => match status.code {
-                409 => ErrorKind::Conflict,
-                400 | 403 | 404 | 422 => ErrorKind::Permanent,
-                _ => ErrorKind::Transient,
-            },
-            Error::Kube(_) => ErrorKind::Transient,
-            Error::MissingField(_) | Error::Serialize(_) | Error::Setup(_) => ErrorKind::Permanent,
-        }
-    }
-}
-
-/// Shared by every reconcile.
-pub struct Context {
-    pub client: Client,
-    pub metrics: Metrics,
-    pub recorder: Recorder,
-    pub http: reqwest::Client,
-    pub webhook: WebhookSender,
-}
-
-impl Context {
-    pub fn new(client: Client, metrics: Metrics) -> Result<Self> {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
-        Ok(Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            metrics,
-            http: crate::probes::client().map_err(|e| Error::Setup(e.to_string()))?,
-            webhook: WebhookSender::new(WebhookConfig::default())
-                .map_err(|e| Error::Setup(e.to_string()))?,
-        })
-    }
-}
 
 async fn reconcile(sr: Arc<ShortenerRelease>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer();
@@ -85,25 +31,33 @@ async fn reconcile(sr: Arc<ShortenerRelease>, ctx: Arc<Context>) -> Result<Actio
             ctx.metrics.forget(&namespace, &name);
             return Ok(Action::await_change());
         }
-        crate::apply::reconcile_release(&sr, &ctx).await
+        crate::reconcile::release(&sr, &ctx).await
     }
     .instrument(span)
     .await
 }
 
-fn error_policy(sr: Arc<ShortenerRelease>, err: &Error, ctx: Arc<Context>) -> Action {
+/// Failing releases back off per object ([`crate::backoff`]): 2 s doubling to at most
+/// 5 min, jittered, reset by the release's next successful reconcile.
+fn error_policy(
+    sr: Arc<ShortenerRelease>,
+    err: &Error,
+    ctx: Arc<Context>,
+    backoffs: &Backoffs<ObjectRef<ShortenerRelease>>,
+) -> Action {
     let kind = err.kind();
     ctx.metrics
         .reconcile_errors
         .with_label_values(&[kind.as_str()])
         .inc();
     warn!(name = %sr.name_any(), kind = kind.as_str(), error = %err, "reconcile failed");
+    let key = ObjectRef::from_obj(sr.as_ref());
     Action::requeue(match kind {
         // Someone else wrote in between: read again at once.
         ErrorKind::Conflict => Duration::from_millis(200),
-        ErrorKind::Transient => Duration::from_secs(2),
+        ErrorKind::Transient => backoffs.next(key),
         // Retrying will not help until something changes; the watch brings that.
-        ErrorKind::Permanent => Duration::from_secs(60),
+        ErrorKind::Permanent => backoffs.next(key).max(Duration::from_secs(60)),
     })
 }
 
@@ -132,6 +86,8 @@ pub async fn run(
         watcher::Config::default(),
     );
     let releases = controller.store();
+    let backoffs = Arc::new(Backoffs::default());
+    let succeeded = backoffs.clone();
     controller
         // A release gated on another (`spec.promotion.requires`) proceeds the moment its gate
         // changes, e.g. becomes Healthy with the awaited image.
@@ -159,7 +115,21 @@ pub async fn run(
             Some(ObjectRef::<ShortenerRelease>::new(&instance).within(&ns))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |sr, ctx| {
+                let succeeded = succeeded.clone();
+                async move {
+                    let key = ObjectRef::from_obj(sr.as_ref());
+                    let result = reconcile(sr, ctx).await;
+                    if result.is_ok() {
+                        succeeded.reset(&key);
+                    }
+                    result
+                }
+            },
+            move |sr, err, ctx| error_policy(sr, err, ctx, &backoffs),
+            ctx,
+        )
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "controller event");

@@ -3,16 +3,19 @@
 //!
 //! The controller reads the gate release and hands what it found to [`evaluate`]; the
 //! rollout treats anything but [`GateState::Open`] as "start nothing new".
+//!
+//! A gate in another namespace is another tenant's release: its status (exists? which
+//! image is stable?) is shown to this release only if the gate opts in with the annotation
+//! [`SHARED_WITH`] listing this release's namespace (or `*`). Otherwise a missing gate, one
+//! the operator may not read and one not shared all read the same,
+//! [`GateState::Unavailable`], so the tenant learns nothing about the other namespace.
 
-use crate::crd::{ReleaseRef, ShortenerRelease, ShortenerReleaseSpec};
+use crate::api::reason;
+use crate::api::{ReleaseRef, ShortenerRelease, ShortenerReleaseSpec};
 
-/// Reasons of a closed gate (conditions and Events).
-pub mod reason {
-    pub const AWAITING_PROMOTION: &str = "AwaitingPromotion";
-    pub const PROMOTION_GATE_NOT_FOUND: &str = "PromotionGateNotFound";
-    pub const PROMOTION_GATE_CYCLE: &str = "PromotionGateCycle";
-    pub const PROMOTION_GATE_FORBIDDEN: &str = "PromotionGateForbidden";
-}
+/// Annotation on a release naming the other namespaces whose releases may use it as
+/// their promotion gate.
+pub use crate::api::annotations::ANNOTATION_PROMOTION_GATE_FOR as SHARED_WITH;
 
 /// Whether this release may roll its image out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,6 +36,9 @@ pub enum GateState {
     Cycle { gate: String },
     /// The operator may not read the gate (RBAC in the gate's namespace).
     Forbidden { gate: String },
+    /// A gate in another namespace that is missing, unreadable or not shared with this
+    /// release's namespace: the three are told apart to no one.
+    Unavailable { gate: String, namespace: String },
 }
 
 impl GateState {
@@ -47,6 +53,7 @@ impl GateState {
             GateState::NotFound { .. } => Some(reason::PROMOTION_GATE_NOT_FOUND),
             GateState::Cycle { .. } => Some(reason::PROMOTION_GATE_CYCLE),
             GateState::Forbidden { .. } => Some(reason::PROMOTION_GATE_FORBIDDEN),
+            GateState::Unavailable { .. } => Some(reason::PROMOTION_GATE_NOT_FOUND),
         }
     }
 
@@ -70,6 +77,10 @@ impl GateState {
             GateState::Forbidden { gate } => format!(
                 "the operator may not read promotion gate {gate}; grant it get on \
                  shortenerreleases in that namespace"
+            ),
+            GateState::Unavailable { gate, namespace } => format!(
+                "promotion gate {gate} was not found or is not shared with namespace {namespace} \
+                 (its owners opt in with the annotation {SHARED_WITH}); nothing rolls out until it is"
             ),
         }
     }
@@ -134,6 +145,12 @@ pub fn evaluate(
         return GateState::Cycle { gate: label };
     }
     let Some(view) = gate else {
+        if gns != own.0 {
+            return GateState::Unavailable {
+                gate: label,
+                namespace: own.0.to_string(),
+            };
+        }
         return GateState::NotFound { gate: label };
     };
     if view
@@ -151,6 +168,41 @@ pub fn evaluate(
             gate_stable: other.clone(),
         },
     }
+}
+
+/// Whether `gate` (in `gate_namespace`) may be seen by a release in `namespace`: always in
+/// its own namespace, else only if its [`SHARED_WITH`] annotation lists `namespace` or `*`.
+pub fn shared_with(gate: &ShortenerRelease, gate_namespace: &str, namespace: &str) -> bool {
+    if gate_namespace == namespace {
+        return true;
+    }
+    gate.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SHARED_WITH))
+        .is_some_and(|list| {
+            list.split(',')
+                .map(str::trim)
+                .any(|n| n == "*" || n == namespace)
+        })
+}
+
+/// What a release in `namespace` may see of the gate read from `gate_namespace`: `None`
+/// (absent) when it is missing, not shared with `namespace`, or, in another namespace,
+/// the operator may not read it. Other read errors are returned, to be retried.
+pub fn visible(
+    read: Result<Option<ShortenerRelease>, kube::Error>,
+    gate_namespace: &str,
+    namespace: &str,
+) -> Result<Option<GateView>, kube::Error> {
+    let gate = match read {
+        Ok(gate) => gate,
+        Err(kube::Error::Api(status)) if status.code == 403 && gate_namespace != namespace => None,
+        Err(e) => return Err(e),
+    };
+    Ok(gate
+        .filter(|g| shared_with(g, gate_namespace, namespace))
+        .map(|g| GateView::of(&g, gate_namespace)))
 }
 
 /// Same image: by digest when `wanted` names one (a tag is only a pointer), else by the
@@ -247,11 +299,12 @@ mod tests {
                 },
             ),
             (
-                "gate missing",
+                "gate in another namespace missing, unreadable or not shared",
                 spec("shortener:v2", Some(staging.clone())),
                 None,
-                GateState::NotFound {
+                GateState::Unavailable {
                     gate: "staging/web".into(),
+                    namespace: "prod".into(),
                 },
             ),
             (
@@ -369,5 +422,123 @@ mod tests {
         );
         assert!(waits_on(&cross, "staging", "web"));
         assert!(!waits_on(&cross, "prod", "web"));
+    }
+
+    fn gate_release(annotation: Option<&str>) -> ShortenerRelease {
+        let mut v = serde_json::json!({
+            "apiVersion": "shortener.dev/v1alpha1", "kind": "ShortenerRelease",
+            "metadata": {"name": "web", "namespace": "staging"},
+            "spec": {"image": "shortener:v3"},
+            "status": {"phase": "Healthy", "stableRevision": 1, "currentRevision": 1,
+                "history": [{"revision": 1, "podTemplateHash": "a", "image": "shortener:v3",
+                    "outcome": "Promoted", "startedAt": "2026-01-01T00:00:00Z"}]}
+        });
+        if let Some(a) = annotation {
+            v["metadata"]["annotations"] = serde_json::json!({ SHARED_WITH: a });
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        let status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "message": "m", "reason": "r", "code": code
+        }))
+        .unwrap();
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn a_gate_in_another_namespace_is_seen_only_if_it_opts_in() {
+        type Read = fn() -> Result<Option<ShortenerRelease>, kube::Error>;
+        // (case, what was read, namespace of the waiting release, visible?)
+        let cases: &[(&str, Read, &str, bool)] = &[
+            (
+                "same namespace, no annotation",
+                || Ok(Some(gate_release(None))),
+                "staging",
+                true,
+            ),
+            (
+                "other namespace, no annotation",
+                || Ok(Some(gate_release(None))),
+                "prod",
+                false,
+            ),
+            (
+                "listed",
+                || Ok(Some(gate_release(Some("dev, prod")))),
+                "prod",
+                true,
+            ),
+            (
+                "not listed",
+                || Ok(Some(gate_release(Some("dev,qa")))),
+                "prod",
+                false,
+            ),
+            (
+                "a prefix is not a match",
+                || Ok(Some(gate_release(Some("prod-eu")))),
+                "prod",
+                false,
+            ),
+            (
+                "everyone",
+                || Ok(Some(gate_release(Some("*")))),
+                "prod",
+                true,
+            ),
+            (
+                "empty list",
+                || Ok(Some(gate_release(Some("")))),
+                "prod",
+                false,
+            ),
+            ("missing", || Ok(None), "prod", false),
+            (
+                "operator may not read it",
+                || Err(api_error(403)),
+                "prod",
+                false,
+            ),
+        ];
+        for (name, read, ns, seen) in cases {
+            let view = visible(read(), "staging", ns).expect(name);
+            assert_eq!(view.is_some(), *seen, "{name}");
+        }
+        // Other failures are errors to retry, not an absent gate.
+        assert!(visible(Err(api_error(500)), "staging", "prod").is_err());
+        // In its own namespace a 403 is the operator's misconfiguration: an error.
+        assert!(visible(Err(api_error(403)), "staging", "staging").is_err());
+    }
+
+    #[test]
+    fn an_unshared_gate_reads_exactly_like_a_missing_one() {
+        let spec = spec(
+            "shortener:v2",
+            Some(serde_json::json!({"namespace": "staging", "name": "web"})),
+        );
+        let judge = |read: Result<Option<ShortenerRelease>, kube::Error>| {
+            let view = visible(read, "staging", "prod").unwrap();
+            let state = evaluate(("prod", "web"), &spec, view.as_ref());
+            (state.reason(), state.message())
+        };
+        let missing = judge(Ok(None));
+        for (name, other) in [
+            ("exists, not shared", judge(Ok(Some(gate_release(None))))),
+            (
+                "exists, shared elsewhere",
+                judge(Ok(Some(gate_release(Some("dev"))))),
+            ),
+            ("forbidden", judge(Err(api_error(403)))),
+        ] {
+            assert_eq!(other, missing, "{name}");
+        }
+        assert_eq!(missing.0, Some("PromotionGateNotFound"));
+        assert!(!missing.1.contains("shortener:v3"), "{}", missing.1);
+        assert!(missing.1.contains(SHARED_WITH), "{}", missing.1);
+        // Shared: the gate's state is used (it runs v3 as stable, so v2 waits).
+        let shared = judge(Ok(Some(gate_release(Some("prod")))));
+        assert_eq!(shared.0, Some("AwaitingPromotion"));
     }
 }

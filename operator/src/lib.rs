@@ -2,18 +2,22 @@
 // Tests may unwrap; the crate's own code may not (workspace lint).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod api;
 pub mod api_token;
 pub mod apply;
+pub mod backoff;
 pub mod budget;
-pub mod capture;
 pub mod cli;
+pub mod context;
 pub mod controller;
-pub mod crd;
+pub mod error;
 pub mod gate;
 pub mod incident;
 pub mod leader;
 pub mod manual;
 pub mod metrics;
+pub mod observe;
 pub mod probes;
+pub mod reconcile;
 pub mod resources;
 pub mod rollout;

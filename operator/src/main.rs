@@ -12,9 +12,13 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::{Parser, ValueEnum};
+use futures::FutureExt as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use operator::controller::{self, Context};
+use operator::context::Context;
+use operator::controller;
+use operator::incident::egress::EgressPolicy;
+use operator::incident::webhook::{WebhookConfig, WebhookSender};
 use operator::leader;
 use operator::metrics::Metrics;
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -37,7 +41,8 @@ struct Args {
     /// Kubeconfig file; without it, $KUBECONFIG, ~/.kube/config or the in-cluster config.
     #[arg(long, env = "OPERATOR_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Watch only this namespace (default: all namespaces).
+    /// Watch only these namespaces, comma-separated (default: all namespaces). Each gets
+    /// its own watches, so the operator needs rights in these namespaces only.
     #[arg(long, visible_alias = "watch-namespace", env = "OPERATOR_NAMESPACE")]
     namespace: Option<String>,
     /// Log format.
@@ -55,6 +60,10 @@ struct Args {
     /// This replica's identity in the Lease (default: POD_NAME, else the host name and pid).
     #[arg(long, env = "POD_NAME")]
     leader_election_identity: Option<String>,
+    /// Address blocks incident webhooks may reach although not public (loopback, private,
+    /// link-local...), comma-separated CIDRs, e.g. 10.96.0.0/12. Default: public only.
+    #[arg(long, env = "OPERATOR_WEBHOOK_ALLOW_CIDR", default_value = "", value_parser = EgressPolicy::parse_list)]
+    webhook_allow_cidr: EgressPolicy,
 }
 
 #[derive(Clone)]
@@ -81,7 +90,10 @@ async fn main() -> anyhow::Result<()> {
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     metrics.up.set(1.0);
-    let ctx = Arc::new(Context::new(client, metrics)?);
+    let mut ctx = Context::new(client, metrics)?;
+    ctx.webhook =
+        WebhookSender::with_policy(WebhookConfig::default(), args.webhook_allow_cidr.clone())?;
+    let ctx = Arc::new(ctx);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
@@ -132,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
     let lost_flag = lost.clone();
     let mut lost_rx = leading.as_ref().map(|l| l.leading.clone());
     if !*stop_rx.borrow() {
-        controller::run(ctx, args.namespace.clone(), async move {
+        let shutdown = async move {
             tokio::select! {
                 _ = ctl_stop.wait_for(|s| *s) => {}
                 _ = async {
@@ -142,8 +154,15 @@ async fn main() -> anyhow::Result<()> {
                     }
                 } => lost_flag.store(true, Ordering::SeqCst),
             }
-        })
-        .await;
+        }
+        .boxed()
+        .shared();
+        // One controller per watched namespace (namespaced RBAC allows no cross-namespace
+        // watch), all stopped by the same signal.
+        let runs = watched_namespaces(args.namespace.as_deref())
+            .into_iter()
+            .map(|ns| controller::run(ctx.clone(), ns, shutdown.clone()));
+        futures::future::join_all(runs).await;
     }
     ready.store(false, Ordering::SeqCst);
     if lost.load(Ordering::SeqCst) {
@@ -157,6 +176,20 @@ async fn main() -> anyhow::Result<()> {
     server.await??;
     info!("stopped");
     Ok(())
+}
+
+/// `--namespace a,b`: one entry per namespace; none given: one entry for all namespaces.
+fn watched_namespaces(arg: Option<&str>) -> Vec<Option<String>> {
+    let list: Vec<Option<String>> = arg
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Some(s.to_string()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if list.is_empty() { vec![None] } else { list }
 }
 
 /// Lease settings when `--leader-elect` is on.
@@ -236,5 +269,24 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watched_namespaces;
+
+    #[test]
+    fn namespace_lists() {
+        let some = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
+        let cases: &[(Option<&str>, Vec<Option<String>>)] = &[
+            (None, vec![None]),
+            (Some(""), vec![None]),
+            (Some("team-a"), some(&["team-a"])),
+            (Some("team-b, team-a,,team-b"), some(&["team-a", "team-b"])),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(&watched_namespaces(*arg), want, "{arg:?}");
+        }
     }
 }

@@ -7,16 +7,7 @@
 
 use std::collections::BTreeMap;
 
-/// "true": end the bake now; the revision being baked becomes stable.
-pub const ANNOTATION_PROMOTE: &str = "shortener.dev/promote";
-/// "true": stop the rollout in progress; traffic back to stable, the revision Failed (Manual).
-pub const ANNOTATION_ABORT: &str = "shortener.dev/abort";
-/// A revision number from `status.history`, or "previous": serve that healthy revision again.
-pub const ANNOTATION_ROLLBACK_TO: &str = "shortener.dev/rollback-to";
-
-/// In the order they are acted on when several are set at once: stopping comes first.
-pub const CONTROL_ANNOTATIONS: [&str; 3] =
-    [ANNOTATION_ABORT, ANNOTATION_ROLLBACK_TO, ANNOTATION_PROMOTE];
+use crate::api::annotations::{ANNOTATION_ABORT, ANNOTATION_PROMOTE, CONTROL_ANNOTATIONS};
 
 /// Which earlier revision to roll back to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +66,7 @@ pub fn removal_patch(key: &str) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::annotations::ANNOTATION_ROLLBACK_TO;
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

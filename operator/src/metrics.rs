@@ -6,8 +6,8 @@ use prometheus::{
     Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry,
 };
 
-use crate::crd::Phase;
-use crate::rollout::FailureReason;
+use crate::api::FailureReason;
+use crate::api::Phase;
 
 /// Error classes for `reconcile_errors_total{kind}` and the backoff policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,17 +1,21 @@
-//! HTTP checks against a revision's pods: the smoke test and the `/metrics` scrape.
+//! HTTP checks against a revision's pods: the smoke test and the `/metrics` scrape, and
+//! [`Http`], which answers the decision's probes with them.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
+use tracing::warn;
 
-use crate::rollout::AnalysisSample;
+use crate::rollout::{AnalysisSample, Prober, SmokeResult};
 
 /// Probe routes and `/metrics` are not user traffic; analysis leaves them out.
 const NON_USER_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Request counters of one pod (non-probe routes only).
-pub use crate::crd::RequestCounts as Counts;
+pub use crate::api::RequestCounts as Counts;
 
 /// Requests and errors since `baseline` over the pods just scraped (`None`: the scrape failed),
 /// and the counters to use as the next baseline. A pod without a baseline counts from its
@@ -33,8 +37,13 @@ pub fn since_baseline(
         let base = base
             .filter(|b| counts.requests >= b.requests && counts.errors >= b.errors)
             .unwrap_or_default();
-        sample.requests += counts.requests - base.requests;
-        sample.errors += counts.errors - base.errors;
+        // Saturating: the pod's image, and so its /metrics, is the tenant's.
+        sample.requests = sample
+            .requests
+            .saturating_add(counts.requests.saturating_sub(base.requests));
+        sample.errors = sample
+            .errors
+            .saturating_add(counts.errors.saturating_sub(base.errors));
         sample.pod_counts.insert(ip, counts);
     }
     sample
@@ -53,22 +62,36 @@ pub fn parse_request_counts(text: &str) -> Counts {
         let Ok(value) = value.split_whitespace().next().unwrap_or("").parse::<f64>() else {
             continue;
         };
+        // A counter is finite and not negative; anything else is not one.
+        if !value.is_finite() || value < 0.0 {
+            continue;
+        }
         let route = label(labels, "route").unwrap_or_default();
         if NON_USER_ROUTES.contains(&route) {
             continue;
         }
+        // `as` saturates at i64::MAX; the sums saturate too, so no exposition overflows.
         let n = value as i64;
-        counts.requests += n;
+        counts.requests = counts.requests.saturating_add(n);
         if label(labels, "code").is_some_and(|c| c.starts_with('5')) {
-            counts.errors += n;
+            counts.errors = counts.errors.saturating_add(n);
         }
     }
     counts
 }
 
+/// A label's value; the name must start the label set or follow a comma, so `code` is not
+/// found inside `statuscode`.
 fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
     let key = format!("{name}=\"");
-    let start = labels.find(&key)? + key.len();
+    let mut from = 0;
+    let start = loop {
+        let at = labels[from..].find(&key)? + from;
+        if at == 0 || labels[..at].trim_end().ends_with(',') {
+            break at + key.len();
+        }
+        from = at + key.len();
+    };
     let end = labels[start..].find('"')? + start;
     Some(&labels[start..end])
 }
@@ -152,6 +175,92 @@ pub async fn smoke_test(
     Ok(())
 }
 
+/// Pod IPs of one revision.
+#[derive(Default)]
+pub struct PodAddresses {
+    pub ready: Vec<String>,
+    pub all: Vec<String>,
+}
+
+/// Answers the decision's probes over HTTP, against the pods of the revision it names.
+pub struct Http<'a> {
+    pub client: &'a reqwest::Client,
+    pub addresses: &'a BTreeMap<String, PodAddresses>,
+    /// Each pod's counters at the previous sample, from the bake's status.
+    pub baseline: &'a BTreeMap<String, Counts>,
+    pub port: i32,
+    /// The release's API token: the smoke test creates a URL, and writes need one.
+    pub token: &'a str,
+}
+
+impl Prober for Http<'_> {
+    fn smoke_test(&mut self, hash: &str) -> impl Future<Output = SmokeResult> + Send {
+        let ips = self
+            .addresses
+            .get(hash)
+            .map(|a| a.ready.clone())
+            .unwrap_or_default();
+        smoke_all(
+            self.client,
+            ips,
+            self.port,
+            hash.to_string(),
+            self.token.to_string(),
+        )
+    }
+
+    fn analyze(&mut self, hash: &str) -> impl Future<Output = AnalysisSample> + Send {
+        let ips = self
+            .addresses
+            .get(hash)
+            .map(|a| a.all.clone())
+            .unwrap_or_default();
+        analyze(self.client, self.baseline, ips, self.port)
+    }
+}
+
+/// The smoke test on every ready pod of the revision; the first failure ends it.
+async fn smoke_all(
+    client: &reqwest::Client,
+    ips: Vec<String>,
+    port: i32,
+    hash: String,
+    token: String,
+) -> SmokeResult {
+    if ips.is_empty() {
+        return SmokeResult::Failed("no ready pod to test".into());
+    }
+    for ip in &ips {
+        let marker = format!("{hash}-{}", Timestamp::now().as_millisecond());
+        if let Err(e) = smoke_test(client, ip, port, &marker, &token).await {
+            return SmokeResult::Failed(e);
+        }
+    }
+    SmokeResult::Passed
+}
+
+/// Reads every pod's counters and returns what happened since `baseline` (the counters at
+/// the previous sample, kept in the release's status), with the new counters as the next
+/// baseline. A pod without a baseline counts from its start, which before promotion held
+/// only probes and the (passed) smoke test.
+async fn analyze(
+    client: &reqwest::Client,
+    baseline: &BTreeMap<String, Counts>,
+    ips: Vec<String>,
+    port: i32,
+) -> AnalysisSample {
+    let mut scraped = Vec::with_capacity(ips.len());
+    for ip in ips {
+        let counts = scrape(client, &ip, port).await;
+        if let Err(e) = &counts {
+            // An unreachable pod shows up in readiness and restarts; skip its numbers.
+            warn!(error = %e, "metrics scrape failed");
+        }
+        scraped.push((ip, counts.ok()));
+    }
+    since_baseline(baseline, scraped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +331,21 @@ shortener_http_request_duration_seconds_count{method="GET",route="/{slug}"} 12
             }
         );
         assert_eq!(parse_request_counts(""), Counts::default());
+        // A tenant's pod serves its own /metrics: odd values are ignored, sums saturate,
+        // and a label is matched by its whole name.
+        let hostile = r#"shortener_http_requests_total{route="/a",code="500"} NaN
+shortener_http_requests_total{route="/a",code="500"} -5
+shortener_http_requests_total{route="/a",code="500"} +Inf
+shortener_http_requests_total{route="/a",code="500"} 1e300
+shortener_http_requests_total{route="/a",code="500"} 1e300
+shortener_http_requests_total{route="/b",statuscode="500",code="200"} 1
+"#;
+        assert_eq!(
+            parse_request_counts(hostile),
+            Counts {
+                requests: i64::MAX,
+                errors: i64::MAX
+            }
+        );
     }
 }

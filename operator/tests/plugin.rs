@@ -13,7 +13,7 @@ use support::{cluster_up, eventually, kubeconfig, root, unique_namespace};
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
-use operator::crd::{Outcome, Phase, RevisionRecord, ShortenerRelease};
+use operator::api::{Outcome, Phase, RevisionRecord, ShortenerRelease};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

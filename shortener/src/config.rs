@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::store::StoreArg;
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "shortener",
     version,
-    about = "A URL shortener backed by SQLite"
+    about = "A URL shortener backed by SQLite or PostgreSQL"
 )]
 pub struct Config {
     /// Address to bind.
@@ -22,9 +24,23 @@ pub struct Config {
     #[arg(long, env = "SHORTENER_PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// SQLite file (WAL mode). Processes given the same file share their URLs.
-    #[arg(long, env = "SHORTENER_STORE", default_value = "shortener.db")]
-    pub store: PathBuf,
+    /// Where URLs are stored: a SQLite file (a path or `sqlite:///path`; processes given the
+    /// same file share their URLs) or `postgres://user@host:port/db` (missing parts and the
+    /// password may come from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE).
+    // hide_env_values: `--help` must not print a password taken from the env.
+    #[arg(
+        long,
+        env = "SHORTENER_STORE",
+        default_value = "shortener.db",
+        hide_env_values = true
+    )]
+    pub store: StoreArg,
+
+    /// Commit concurrent creates together, one transaction and one fsync per batch (each
+    /// create is still answered only after the commit that holds it). `false`: one commit
+    /// per create.
+    #[arg(long, env = "SHORTENER_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub group_commit: bool,
 
     /// Base of `short_url` in responses, e.g. `https://sho.rt`. Without it, `http://` plus
     /// the request's Host header if that host is in `--allowed-hosts`, else
@@ -166,7 +182,8 @@ mod tests {
         let c = Config::try_parse_from(["shortener"]).unwrap();
         assert_eq!(c.host.to_string(), "0.0.0.0");
         assert_eq!(c.port, 8080);
-        assert_eq!(c.store, PathBuf::from("shortener.db"));
+        assert_eq!(c.store.as_str(), "shortener.db");
+        assert!(c.group_commit);
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.public_url, None);
         assert_eq!(c.allowed_hosts, ["localhost", "127.0.0.1", "[::1]"]);
@@ -184,5 +201,13 @@ mod tests {
         assert_eq!(c.api_tokens.len(), 2);
         let printed = format!("{c:?}");
         assert!(!printed.contains("first-token"), "{printed}");
+    }
+
+    #[test]
+    fn group_commit_can_be_switched_off() {
+        let c = Config::try_parse_from(["shortener", "--group-commit", "off"]).unwrap();
+        assert!(!c.group_commit);
+        let c = Config::try_parse_from(["shortener", "--group-commit", "false"]).unwrap();
+        assert!(!c.group_commit);
     }
 }

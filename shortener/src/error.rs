@@ -46,6 +46,10 @@ pub enum AppError {
     RateLimited(std::time::Duration),
     #[error("not ready: {0}")]
     NotReady(String),
+    /// The database cannot serve now (unreachable, restarting, read-only). The detail is
+    /// logged, not sent.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
     /// Anything the client cannot fix. The detail goes to the log, not to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -64,7 +68,9 @@ impl AppError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Timeout(_) | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) | Self::NotReady(_) | Self::StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -91,6 +97,7 @@ impl AppError {
             Self::Unauthorized { .. } => "unauthorized",
             Self::RateLimited(_) => "rate_limited",
             Self::NotReady(_) => "not_ready",
+            Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -131,6 +138,7 @@ impl IntoResponse for AppError {
         let status = self.status();
         let message = match &self {
             Self::Internal(_) => "internal server error".to_owned(),
+            Self::StoreUnavailable(_) => "the store is unavailable; retry later".to_owned(),
             other => other.to_string(),
         };
         let body = ErrorBody {
@@ -169,7 +177,7 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Self::Internal(detail) = self {
+        if let Self::Internal(detail) | Self::StoreUnavailable(detail) = self {
             response.extensions_mut().insert(InternalDetail(detail));
         }
         response
@@ -180,6 +188,7 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::SlugTaken(slug) => Self::SlugTaken(slug),
+            e @ StoreError::Unavailable(_) => Self::StoreUnavailable(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }

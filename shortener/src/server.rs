@@ -14,10 +14,7 @@ use crate::hits::HitCounter;
 use crate::metrics::{Metrics, MetricsError};
 use crate::routes::ShortUrls;
 use crate::serve::{self, Limits};
-use crate::store::{Store, StoreError};
-
-/// Four connections keep both cores busy while one waits on a disk sync.
-const STORE_CONNECTIONS: usize = 4;
+use crate::store::{Location, LocationError, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -25,8 +22,14 @@ pub enum StartError {
     Fault(#[from] FaultParseError),
     #[error("fault crash-on-start is set: refusing to start")]
     CrashOnStart,
-    #[error("cannot open store {path}: {source}")]
-    Store { path: String, source: StoreError },
+    #[error("--store/SHORTENER_STORE: {0}")]
+    Location(#[from] LocationError),
+    /// `location` is the redacted form: no password.
+    #[error("cannot open store {location}: {source}")]
+    Store {
+        location: String,
+        source: StoreError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -70,14 +73,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if config.max_connections == 0 {
         return Err(StartError::NoConnections);
     }
-    // Opening may wait for other processes on the same file: keep it off the runtime.
-    let path = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, STORE_CONNECTIONS))
+    let location = Location::from_arg(&config.store)?;
+    let shown = location.to_string();
+    let store = Store::open(location, config.group_commit)
         .await
-        .map_err(|e| StoreError::Worker(e.to_string()))
-        .flatten()
         .map_err(|source| StartError::Store {
-            path: config.store.display().to_string(),
+            location: shown,
             source,
         })?;
     let metrics = Arc::new(Metrics::new(&config.release_version)?);
@@ -130,7 +131,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(
         addr = %local,
         version = config.release_version,
-        store = %store.path().display(),
+        store = %store.location(),
+        group_commit = store.group_commit(),
         api_tokens = state.tokens.len(),
         "listening"
     );

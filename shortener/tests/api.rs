@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, client, create, create_ok, info, resolve, temp_store};
+use common::{Server, client, create, create_ok, info, resolve, temp_sqlite_store, temp_store};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -131,10 +131,10 @@ async fn probes_answer_json() {
 }
 
 #[tokio::test]
-async fn readyz_fails_when_the_store_file_disappears() {
-    let (_dir, store) = temp_store();
+async fn sqlite_readyz_fails_when_the_store_file_disappears() {
+    let (_dir, store) = temp_sqlite_store();
     let s = Server::start_ready(&store, &[]).await;
-    std::fs::remove_file(&store).unwrap();
+    std::fs::remove_file(store.sqlite_path()).unwrap();
     let r = client().get(s.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();

@@ -61,13 +61,7 @@ async fn sigkill_right_after_201_loses_nothing() {
 async fn replicas_starting_together_on_a_new_store_all_come_up() {
     for _round in 0..5 {
         let (_dir, store) = temp_store();
-        let servers: Vec<Server> = std::thread::scope(|s| {
-            let starting: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| Server::start(&store, &[])))
-                .collect();
-            starting.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for server in &servers {
+        for server in &Server::start_together(&store, 4) {
             server.wait_ready().await;
         }
     }

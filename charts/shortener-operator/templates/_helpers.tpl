@@ -41,3 +41,13 @@ app.kubernetes.io/part-of: shortener-operator
 {{- define "shortener-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* The namespaces the operator watches, as a JSON list: watchNamespaces, or the release
+namespace when that is empty. Unused in cluster-wide mode (rbac.clusterWide). */}}
+{{- define "shortener-operator.watchNamespaces" -}}
+{{- if .Values.watchNamespaces }}
+{{- .Values.watchNamespaces | uniq | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}

@@ -2,7 +2,7 @@
 use std::io::Write;
 
 use kube::CustomResourceExt;
-use operator::crd::ShortenerRelease;
+use operator::api::ShortenerRelease;
 
 fn main() -> anyhow::Result<()> {
     let yaml = serde_yaml::to_string(&ShortenerRelease::crd())?;

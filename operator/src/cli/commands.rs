@@ -15,7 +15,7 @@ use super::connect::{Connection, connect};
 use super::controls::{self, Request};
 use super::error::{CliError, Result};
 use super::render::{self, IncidentView, ReleaseView};
-use crate::crd::ShortenerRelease;
+use crate::api::ShortenerRelease;
 
 const RELEASES: &str = "shortenerreleases.shortener.dev";
 const CONFIGMAPS: &str = "configmaps";

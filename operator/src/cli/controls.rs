@@ -7,9 +7,11 @@
 use serde_json::{Value, json};
 
 // The operator's own names: the plugin writes exactly what the operator consumes.
-use crate::apply::{ANNOTATION_PAUSED, ANNOTATION_RETRY};
-use crate::crd::{Outcome, Phase, ShortenerReleaseStatus};
-use crate::manual::{ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_ROLLBACK_TO};
+use crate::api::annotations::{
+    ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_RETRY,
+    ANNOTATION_ROLLBACK_TO,
+};
+use crate::api::{Outcome, Phase, ShortenerReleaseStatus};
 
 /// One annotation write the plugin asks the operator to act on.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +147,7 @@ fn list(revisions: &[i64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::RevisionRecord;
+    use crate::api::RevisionRecord;
     use k8s_openapi::jiff::Timestamp;
 
     fn rec(revision: i64, outcome: Outcome) -> RevisionRecord {

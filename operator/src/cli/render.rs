@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::budget::BudgetStatus;
-use crate::crd::{LastIncident, RevisionRecord, ShortenerRelease, ShortenerReleaseStatus};
+use crate::api::budget::BudgetStatus;
+use crate::api::{LastIncident, RevisionRecord, ShortenerRelease, ShortenerReleaseStatus};
 use kube::ResourceExt;
 
 use super::args::Output;

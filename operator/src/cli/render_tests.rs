@@ -1,8 +1,8 @@
 //! Golden output of the renderers: what users and scripts read.
 
 use super::*;
+use crate::api::{Condition, Outcome, Phase};
 use crate::budget::DowntimeLedger;
-use crate::crd::{Condition, Outcome, Phase};
 use k8s_openapi::jiff::Timestamp;
 
 fn ts(s: &str) -> Timestamp {

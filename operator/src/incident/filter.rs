@@ -13,10 +13,12 @@
 //! lines are. Input bytes need not be UTF-8; they are decoded lossily when a line is kept.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::io::Read;
 
 use memchr::memmem::Finder;
+
+use super::excerpt::render_item;
+pub use super::excerpt::{Excerpt, ExcerptItem, FilterStats, KeptLine, Limit, Truncation};
 
 /// The default pattern. `traceback` is added to the four words because a Python
 /// traceback's opening line carries none of them, and a long traceback's frames can be more
@@ -135,6 +137,9 @@ pub struct FilterConfig {
     pub max_bytes: usize,
     /// Bytes of one log line kept before the rest is dropped; raised to 64 if smaller.
     pub max_line_bytes: usize,
+    /// Lines whose logger-written level is TRACE, DEBUG or INFO never match, whatever
+    /// their text ([`super::level`]): request paths a client chose cannot pose as errors.
+    pub ignore_quiet_levels: bool,
 }
 
 impl Default for FilterConfig {
@@ -145,126 +150,9 @@ impl Default for FilterConfig {
             max_lines: DEFAULT_MAX_LINES,
             max_bytes: DEFAULT_MAX_BYTES,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            ignore_quiet_levels: true,
         }
     }
-}
-
-/// One entry of an excerpt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExcerptItem {
-    /// A kept log line, or a run of identical consecutive lines.
-    Line(KeptLine),
-    /// Lines left out between two windows.
-    Gap { skipped: u64 },
-}
-
-/// A kept line (or run of identical lines) of the original log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeptLine {
-    /// 1-based line number in the original log of the first line of the run.
-    pub number: u64,
-    /// How many identical consecutive lines this stands for (1 if not repeated).
-    pub repeats: u64,
-    /// Whether the line matched the pattern (otherwise it is context).
-    pub matched: bool,
-    /// The line, decoded lossily, without its line ending, cut to `max_line_bytes`.
-    pub text: String,
-    /// Bytes of the original line left out of `text`.
-    pub dropped_bytes: u64,
-}
-
-/// Which cap cut the excerpt short.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Limit {
-    Lines(usize),
-    Bytes(usize),
-}
-
-/// Why and where the excerpt stops early.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Truncation {
-    pub limit: Limit,
-    /// First log line that is not shown.
-    pub at_line: u64,
-}
-
-/// Counts over the whole input, shown or not.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FilterStats {
-    pub bytes_read: u64,
-    pub lines_read: u64,
-    pub matching_lines: u64,
-    pub matching_lines_shown: u64,
-}
-
-/// The filtered log.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Excerpt {
-    pub items: Vec<ExcerptItem>,
-    pub truncation: Option<Truncation>,
-    pub stats: FilterStats,
-}
-
-impl Excerpt {
-    /// True when no line matched.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The kept lines (runs of repeats count once).
-    pub fn lines(&self) -> impl Iterator<Item = &KeptLine> {
-        self.items.iter().filter_map(|item| match item {
-            ExcerptItem::Line(line) => Some(line),
-            ExcerptItem::Gap { .. } => None,
-        })
-    }
-
-    /// Text for a ConfigMap or a message: one line per item, `grep -n` style (`:` after
-    /// the number of a matching line, `-` after a context line), then the truncation
-    /// marker if any. Empty when nothing matched.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for item in &self.items {
-            render_item(item, &mut out);
-        }
-        if let Some(truncation) = &self.truncation {
-            render_marker(truncation, &self.stats, &mut out);
-        }
-        out
-    }
-}
-
-fn render_item(item: &ExcerptItem, out: &mut String) {
-    // Writing to a String cannot fail.
-    let _ = match item {
-        ExcerptItem::Gap { skipped } => {
-            let noun = if *skipped == 1 { "line" } else { "lines" };
-            writeln!(out, "   --- {skipped} {noun} skipped ---")
-        }
-        ExcerptItem::Line(line) => {
-            let mark = if line.matched { ':' } else { '-' };
-            let _ = write!(out, "{:>6}{mark} {}", line.number, line.text);
-            if line.dropped_bytes > 0 {
-                let _ = write!(out, " [... {} more bytes]", line.dropped_bytes);
-            }
-            if line.repeats > 1 {
-                let _ = write!(out, " (repeated {} times)", line.repeats);
-            }
-            writeln!(out)
-        }
-    };
-}
-
-fn render_marker(truncation: &Truncation, stats: &FilterStats, out: &mut String) {
-    let limit = match truncation.limit {
-        Limit::Lines(n) => format!("{n} lines"),
-        Limit::Bytes(n) => format!("{n} bytes"),
-    };
-    let _ = writeln!(
-        out,
-        "[truncated: excerpt limit of {limit} reached at log line {}; {} of {} matching lines shown]",
-        truncation.at_line, stats.matching_lines_shown, stats.matching_lines
-    );
 }
 
 /// A log line as read: its first `max_line_bytes` bytes, and a fingerprint of the rest so
@@ -315,6 +203,7 @@ struct Run {
 #[derive(Debug)]
 pub struct LogFilter {
     pattern: Pattern,
+    ignore_quiet_levels: bool,
     context: usize,
     max_lines: usize,
     byte_budget: usize,
@@ -352,6 +241,7 @@ impl LogFilter {
             max_bytes,
             context,
             pattern: config.pattern,
+            ignore_quiet_levels: config.ignore_quiet_levels,
             line: RawLine {
                 number: 1,
                 overflow_hash: FNV_OFFSET,
@@ -490,6 +380,9 @@ impl LogFilter {
         self.line_open = false;
         self.carry.clear();
         line.number = number;
+        if line.matched && self.ignore_quiet_levels && super::level::is_quiet(&line.kept) {
+            line.matched = false;
+        }
         if line.matched {
             self.stats.matching_lines += 1;
         }
@@ -1137,6 +1030,56 @@ mod tests {
     }
 
     const SAMPLE: &[u8] = include_bytes!("testdata/incident-sample.log");
+
+    /// A client floods the log with request lines whose paths carry every keyword; the
+    /// excerpt, capped at a few lines, still shows the real error records.
+    #[test]
+    fn injected_paths_cannot_crowd_out_the_errors() {
+        let mut input = String::new();
+        for i in 0..5_000 {
+            input.push_str(&format!(
+                "[2023-09-22 20:59:{:02}] INFO web.1 GET /ERROR-Exception-Traceback-panic-fatal/{i} 404\n",
+                i % 60
+            ));
+        }
+        let sample = std::str::from_utf8(SAMPLE).expect("sample is UTF-8");
+        input.push_str(sample);
+        let cfg = FilterConfig {
+            max_lines: 30,
+            ..config(1)
+        };
+        let excerpt = run(input.as_bytes(), &cfg);
+        let rendered = excerpt.render();
+        assert!(excerpt.truncation.is_none(), "{rendered}");
+        for wanted in [
+            "ERROR web.1 Exception on /shorten [POST]",
+            "Traceback (most recent call last):",
+            "TypeError: the JSON object must be str",
+        ] {
+            assert!(
+                rendered.contains(wanted),
+                "missing {wanted:?} in\n{rendered}"
+            );
+        }
+        // Only the line just before the sample shows, as context, not as a match.
+        let injected: Vec<&KeptLine> = excerpt
+            .lines()
+            .filter(|l| l.text.contains("/ERROR-Exception"))
+            .collect();
+        assert!(injected.iter().all(|l| !l.matched), "{rendered}");
+        assert!(injected.len() <= 1, "{rendered}");
+
+        // Without the level check (the old behaviour) the flood fills the excerpt.
+        let naive = run(
+            input.as_bytes(),
+            &FilterConfig {
+                ignore_quiet_levels: false,
+                ..cfg
+            },
+        );
+        assert!(naive.truncation.is_some());
+        assert!(!naive.render().contains("TypeError"));
+    }
 
     /// The post-incident report's log: the pipeline it used dropped the ERROR lines.
     #[test]

@@ -8,14 +8,20 @@
 //! 5xx with exponential backoff, a bounded number of times. The URL is a secret (a Slack
 //! webhook URL is all it takes to post to the channel), so it is never logged nor put in an
 //! error: only its host is.
+//!
+//! Targets are checked against an [`EgressPolicy`](super::egress): the URL is the tenant's,
+//! the network position the operator's, so loopback, link-local, metadata and
+//! cluster-internal targets are refused unless allow-listed.
 
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use reqwest::StatusCode;
 use serde::Serialize;
 use tokio::task::JoinHandle;
+
+use super::egress::{EgressPolicy, GuardedResolver, Lookup, Refusal, system_lookup};
 
 /// Bytes of log excerpt in the message `text`: chat clients show long messages badly and
 /// Teams rejects messages over about 28 KB. The full excerpt is in the ConfigMap.
@@ -28,6 +34,8 @@ pub const DEFAULT_EXCERPT_BYTES: usize = 16 * 1024;
 pub enum WebhookError {
     #[error("webhook URL is not a valid http(s) URL with a host")]
     InvalidUrl,
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("building the webhook HTTP client failed: {0}")]
     Client(#[source] reqwest::Error),
     #[error("webhook at {host} answered {status} after {attempts} attempt(s)")]
@@ -281,12 +289,29 @@ pub struct Delivery {
 pub struct WebhookSender {
     client: reqwest::Client,
     config: WebhookConfig,
+    policy: Arc<EgressPolicy>,
 }
 
 static CRYPTO_PROVIDER: Once = Once::new();
 
 impl WebhookSender {
+    /// A sender under the default policy: public targets only.
     pub fn new(config: WebhookConfig) -> Result<Self, WebhookError> {
+        Self::with_policy(config, EgressPolicy::default())
+    }
+
+    /// A sender that reaches public targets and the policy's allow-listed blocks.
+    pub fn with_policy(config: WebhookConfig, policy: EgressPolicy) -> Result<Self, WebhookError> {
+        Self::with_lookup(config, policy, system_lookup())
+    }
+
+    /// As [`Self::with_policy`], resolving names with `lookup` (tests use a fixed table).
+    pub fn with_lookup(
+        config: WebhookConfig,
+        policy: EgressPolicy,
+        lookup: Lookup,
+    ) -> Result<Self, WebhookError> {
+        let policy = Arc::new(policy);
         // reqwest is built without a crypto provider of its own so the binary carries only
         // ring, which kube uses too; rustls needs it installed as the process default.
         CRYPTO_PROVIDER.call_once(|| {
@@ -298,6 +323,12 @@ impl WebhookSender {
             .connect_timeout(config.timeout)
             // A redirect could send the payload somewhere the Secret did not name.
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve and connect on our behalf, past the policy.
+            .no_proxy()
+            .dns_resolver(GuardedResolver {
+                policy: policy.clone(),
+                lookup,
+            })
             .user_agent(concat!("shortener-operator/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| WebhookError::Client(e.without_url()))?;
@@ -307,6 +338,7 @@ impl WebhookSender {
                 max_attempts: config.max_attempts.max(1),
                 ..config
             },
+            policy,
         })
     }
 
@@ -347,6 +379,12 @@ impl WebhookSender {
         payload: &IncidentPayload,
     ) -> Result<Delivery, WebhookError> {
         let host = url.host().to_owned();
+        // An address literal never reaches the resolver: check it here. A name is checked
+        // by the resolver, on the addresses the client then connects to.
+        match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            Ok(ip) => self.policy.check(&host, ip)?,
+            Err(_) => self.policy.precheck_name(&host)?,
+        }
         let mut backoff = self.config.initial_backoff;
         let mut attempt = 0;
         loop {
@@ -378,14 +416,20 @@ impl WebhookSender {
                     },
                     None,
                 ),
-                Err(e) => (
-                    WebhookError::Transport {
-                        host: host.clone(),
-                        attempts: attempt,
-                        source: e.without_url(),
-                    },
-                    None,
-                ),
+                Err(e) => {
+                    // The resolver refused every address: retrying changes nothing.
+                    if let Some(refused) = refusal(&e) {
+                        return Err(WebhookError::Refused(refused.clone()));
+                    }
+                    (
+                        WebhookError::Transport {
+                            host: host.clone(),
+                            attempts: attempt,
+                            source: e.without_url(),
+                        },
+                        None,
+                    )
+                }
             };
             if attempt >= self.config.max_attempts {
                 return Err(error);
@@ -396,6 +440,18 @@ impl WebhookSender {
             backoff = backoff.saturating_mul(2).min(self.config.max_backoff);
         }
     }
+}
+
+/// The policy's refusal inside a transport error, if that is what it is.
+fn refusal(error: &reqwest::Error) -> Option<&Refusal> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(r) = e.downcast_ref::<Refusal>() {
+            return Some(r);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// Server trouble is worth another try; other client errors (bad URL, revoked hook,
@@ -501,6 +557,12 @@ mod tests {
         });
         let url = WebhookUrl::parse(&format!("http://{addr}{SECRET_PATH}")).expect("valid url");
         (receiver, url)
+    }
+
+    /// The receivers listen on loopback, which the default policy refuses.
+    fn loopback_sender(config: WebhookConfig) -> Result<WebhookSender, WebhookError> {
+        let policy = EgressPolicy::parse_list("127.0.0.0/8").expect("cidr");
+        WebhookSender::with_policy(config, policy)
     }
 
     fn fast_config(max_attempts: u32) -> WebhookConfig {
@@ -641,7 +703,7 @@ mod tests {
     #[tokio::test]
     async fn one_post_per_incident_with_the_payload() {
         let (receiver, url) = start(&[], None).await;
-        let sender = WebhookSender::new(fast_config(3)).expect("client");
+        let sender = loopback_sender(fast_config(3)).expect("client");
         let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
         let delivery = sender.spawn(url, payload.clone()).await.expect("task ran");
         assert_eq!(
@@ -670,7 +732,7 @@ mod tests {
         ];
         for (name, statuses, attempts) in cases {
             let (receiver, url) = start(statuses, None).await;
-            let sender = WebhookSender::new(fast_config(5)).expect("client");
+            let sender = loopback_sender(fast_config(5)).expect("client");
             let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
             let delivery = sender.send(&url, &payload).await;
             assert_eq!(
@@ -693,7 +755,7 @@ mod tests {
     #[tokio::test]
     async fn gives_up_after_the_last_attempt() {
         let (receiver, url) = start(&[500; 10], None).await;
-        let sender = WebhookSender::new(fast_config(3)).expect("client");
+        let sender = loopback_sender(fast_config(3)).expect("client");
         let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
         let error = sender.send(&url, &payload).await.expect_err("always 500");
         assert!(
@@ -714,7 +776,7 @@ mod tests {
     async fn client_errors_are_not_retried() {
         for status in [400u16, 403, 404, 410] {
             let (receiver, url) = start(&[status], None).await;
-            let sender = WebhookSender::new(fast_config(5)).expect("client");
+            let sender = loopback_sender(fast_config(5)).expect("client");
             let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
             let error = sender.send(&url, &payload).await.expect_err("client error");
             assert!(
@@ -728,7 +790,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_receiver_times_out_and_is_retried() {
         let (receiver, url) = start(&[], Some(Duration::from_secs(5))).await;
-        let sender = WebhookSender::new(WebhookConfig {
+        let sender = loopback_sender(WebhookConfig {
             timeout: Duration::from_millis(200),
             ..fast_config(3)
         })
@@ -777,7 +839,7 @@ mod tests {
         };
         let url =
             WebhookUrl::parse(&format!("http://127.0.0.1:{port}{SECRET_PATH}")).expect("valid");
-        let sender = WebhookSender::new(fast_config(2)).expect("client");
+        let sender = loopback_sender(fast_config(2)).expect("client");
         let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
         let error = sender
             .spawn(url, payload)
@@ -803,5 +865,86 @@ mod tests {
         assert!(logs.contains("incident webhook failed"), "{logs}");
         assert!(logs.contains("127.0.0.1"), "{logs}");
         assert!(!logs.contains("s3cr3t"), "{logs}");
+    }
+
+    /// Resolves every name to the given addresses.
+    fn fixed_lookup(addrs: Vec<std::net::IpAddr>) -> Lookup {
+        Arc::new(move |_name: String| {
+            let addrs = addrs.clone();
+            Box::pin(async move { Ok(addrs) })
+        })
+    }
+
+    #[tokio::test]
+    async fn non_public_targets_are_refused_without_a_request() {
+        use super::super::egress::Class;
+        let (receiver, url) = start(&[], None).await;
+        let port = url.0.port().expect("port");
+        let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+        let loopback: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+        let cases: Vec<(&str, String, Vec<std::net::IpAddr>, Class)> = vec![
+            (
+                "address literal",
+                url.0.to_string(),
+                vec![],
+                Class::Loopback,
+            ),
+            (
+                "public-looking name resolving to loopback (rebinding)",
+                format!("http://hooks.example.com:{port}{SECRET_PATH}"),
+                vec![loopback],
+                Class::Loopback,
+            ),
+            (
+                "cluster Service name",
+                format!("http://hooks.monitoring.svc.cluster.local:{port}{SECRET_PATH}"),
+                vec![loopback],
+                Class::ClusterName,
+            ),
+            (
+                "name resolving to metadata and loopback",
+                format!("http://hooks.example.com:{port}{SECRET_PATH}"),
+                vec!["169.254.169.254".parse().expect("ip"), loopback],
+                Class::Metadata,
+            ),
+        ];
+        for (name, raw, resolved, class) in cases {
+            let sender = WebhookSender::with_lookup(
+                fast_config(3),
+                EgressPolicy::default(),
+                fixed_lookup(resolved),
+            )
+            .expect("client");
+            let target = WebhookUrl::parse(&raw).expect("valid url");
+            let error = sender.send(&target, &payload).await.expect_err(name);
+            assert!(
+                matches!(&error, WebhookError::Refused(r) if r.class == class),
+                "{name}: {error:?}"
+            );
+            assert!(!error.to_string().contains("s3cr3t"), "{name}: {error}");
+        }
+        assert_eq!(receiver.count(), 0, "no request reached the receiver");
+    }
+
+    #[tokio::test]
+    async fn a_name_is_connected_to_at_the_checked_address() {
+        let (receiver, url) = start(&[], None).await;
+        let port = url.0.port().expect("port");
+        let target = WebhookUrl::parse(&format!("http://hooks.example.com:{port}{SECRET_PATH}"))
+            .expect("valid url");
+        // Loopback allow-listed: the name resolves there and the POST arrives.
+        let sender = WebhookSender::with_lookup(
+            fast_config(1),
+            EgressPolicy::parse_list("127.0.0.0/8").expect("cidr"),
+            fixed_lookup(vec![
+                "169.254.169.254".parse().expect("ip"),
+                "127.0.0.1".parse().expect("ip"),
+            ]),
+        )
+        .expect("client");
+        let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+        let delivery = sender.send(&target, &payload).await.expect("delivered");
+        assert_eq!(delivery.attempts, 1);
+        assert_eq!(receiver.count(), 1);
     }
 }

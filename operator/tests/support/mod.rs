@@ -1,5 +1,9 @@
-//! Helpers shared by the end-to-end test binaries (`e2e.rs`, `plugin.rs`).
+//! Helpers shared by the end-to-end test binaries (`e2e.rs`, `plugin.rs`): polling, the
+//! cluster, and the e2e harness ([`env::Env`], [`traffic::Traffic`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod env;
+pub mod traffic;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

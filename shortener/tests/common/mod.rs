@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +36,12 @@ const CONTRACT_ENV: &[&str] = &[
     "SHORTENER_MAX_CONNECTIONS",
     "SHORTENER_REDIRECT_CACHE_TTL",
     "SHORTENER_REDIRECT_CACHE_MIB",
+    "SHORTENER_GROUP_COMMIT",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
     "RUST_LOG",
 ];
 
@@ -56,13 +62,35 @@ pub struct Server {
 }
 
 /// Spawns the binary and returns once it has exited or logged `needle`.
-fn spawn(store: &Path, env: &[(&str, &str)], args: &[&str]) -> (Child, Arc<Mutex<Vec<String>>>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shortener"));
+fn spawn(
+    store: &TestStore,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Child, Arc<Mutex<Vec<String>>>) {
+    spawn_via(&[], store, env, args)
+}
+
+/// Spawns the binary, run by `wrapper` (e.g. `unshare ...`) when that is not empty.
+fn spawn_via(
+    wrapper: &[&str],
+    store: &TestStore,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let bin = env!("CARGO_BIN_EXE_shortener");
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     for k in CONTRACT_ENV {
         cmd.env_remove(k);
     }
     cmd.args(["--host", "127.0.0.1", "--port", "0", "--store"])
-        .arg(store)
+        .arg(&store.arg)
         .args(args)
         .envs(TEST_DEFAULTS.iter().copied())
         .envs(env.iter().copied())
@@ -88,12 +116,21 @@ fn pump(stream: impl Read + Send + 'static, logs: Arc<Mutex<Vec<String>>>) {
 
 impl Server {
     /// Starts a server on a free port and waits until it listens (not until it is ready).
-    pub fn start(store: &Path, env: &[(&str, &str)]) -> Self {
+    pub fn start(store: &TestStore, env: &[(&str, &str)]) -> Self {
         Self::start_with_args(store, env, &[])
     }
 
-    pub fn start_with_args(store: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
-        let (mut child, logs) = spawn(store, env, args);
+    pub fn start_with_args(store: &TestStore, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::wait_listening(spawn(store, env, args))
+    }
+
+    /// Starts the binary under `wrapper`, which must end by exec'ing its last argument (the
+    /// binary) so that the pid is the server's.
+    pub fn start_via(wrapper: &[&str], store: &TestStore, env: &[(&str, &str)]) -> Self {
+        Self::wait_listening(spawn_via(wrapper, store, env, &[]))
+    }
+
+    fn wait_listening((mut child, logs): (Child, Arc<Mutex<Vec<String>>>)) -> Self {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let addr = logs.lock().unwrap().iter().find_map(|l| listening_addr(l));
@@ -118,8 +155,19 @@ impl Server {
         }
     }
 
+    /// Starts `n` servers on one store at the same moment (replicas of a new release) and
+    /// waits until each listens.
+    pub fn start_together(store: &TestStore, n: usize) -> Vec<Self> {
+        std::thread::scope(|s| {
+            let starting: Vec<_> = (0..n)
+                .map(|_| s.spawn(|| Self::start(store, &[])))
+                .collect();
+            starting.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
     /// Starts a server and waits for /readyz to answer 200.
-    pub async fn start_ready(store: &Path, env: &[(&str, &str)]) -> Self {
+    pub async fn start_ready(store: &TestStore, env: &[(&str, &str)]) -> Self {
         let s = Self::start(store, env);
         s.wait_ready().await;
         s
@@ -173,7 +221,7 @@ impl Drop for Server {
 }
 
 /// Runs the binary expecting it to exit by itself; returns its status and output.
-pub fn run_to_exit(store: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
+pub fn run_to_exit(store: &TestStore, env: &[(&str, &str)]) -> (ExitStatus, String) {
     let (mut child, logs) = spawn(store, env, &[]);
     let status = wait_exit(&mut child);
     // The pump threads may still hold the last lines; wait for the pipes to close.
@@ -245,10 +293,96 @@ where
     }
 }
 
-pub fn temp_store() -> (tempfile::TempDir, PathBuf) {
+/// What a test passes as `--store`. One suite runs against both backends: a fresh SQLite
+/// file by default, a fresh PostgreSQL database on the server `SHORTENER_TEST_PG_URL` names
+/// (`make test` runs the suite both ways; scripts/test-store-pg.sh).
+#[derive(Debug, Clone)]
+pub struct TestStore {
+    pub arg: String,
+    /// The SQLite file, for the tests about SQLite itself (`None` on PostgreSQL).
+    pub path: Option<PathBuf>,
+}
+
+impl TestStore {
+    pub fn raw(arg: &str) -> Self {
+        Self {
+            arg: arg.to_owned(),
+            path: None,
+        }
+    }
+
+    pub fn sqlite(path: PathBuf) -> Self {
+        Self {
+            arg: path.display().to_string(),
+            path: Some(path),
+        }
+    }
+
+    /// The SQLite file; panics for a PostgreSQL store (such tests are named `sqlite_*` and
+    /// skipped in the PostgreSQL run).
+    pub fn sqlite_path(&self) -> &PathBuf {
+        self.path.as_ref().expect("a SQLite store")
+    }
+}
+
+pub fn pg_admin_url() -> Option<String> {
+    std::env::var("SHORTENER_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+pub fn temp_store() -> (tempfile::TempDir, TestStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("shortener.db");
-    (dir, path)
+    let store = match pg_admin_url() {
+        Some(admin) => TestStore::raw(&fresh_pg_database(&admin)),
+        None => TestStore::sqlite(dir.path().join("shortener.db")),
+    };
+    (dir, store)
+}
+
+/// A SQLite store even in the PostgreSQL run, for tests about SQLite itself.
+pub fn temp_sqlite_store() -> (tempfile::TempDir, TestStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = TestStore::sqlite(dir.path().join("shortener.db"));
+    (dir, store)
+}
+
+/// Creates an empty database on the server `admin` points at and returns its URL. Runs on
+/// its own thread and runtime so that sync and async tests can both call it.
+pub fn fresh_pg_database(admin: &str) -> String {
+    let admin = admin.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .expect("connect to SHORTENER_TEST_PG_URL");
+            tokio::spawn(conn);
+            let name = format!("it_{}", uuid_like());
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("CREATE DATABASE");
+            let mut url = url::Url::parse(&admin).expect("SHORTENER_TEST_PG_URL is a URL");
+            url.set_path(&name);
+            url.to_string()
+        })
+    })
+    .join()
+    .expect("create database")
+}
+
+/// A lowercase random name part (database names are case-folded).
+fn uuid_like() -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(&rand::distr::Alphanumeric)
+        .take(16)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .collect()
 }
 
 /// POSTs a create request and returns (status, body).

@@ -26,6 +26,9 @@ type Options struct {
 	APIServerURL  string // https://127.0.0.1:16443
 	ServiceIP     net.IP // first IP of the service range: the `kubernetes` Service
 	NodeName      string
+	// NodeIP, when set, is the real node's address (testenv's real-node mode): the API
+	// server advertises itself there for pods, and the kubelet serves its API there.
+	NodeIP net.IP
 }
 
 type keyPair struct {
@@ -48,6 +51,11 @@ func Generate(o Options) error {
 		return err
 	}
 	loopback := []net.IP{net.ParseIP("127.0.0.1"), o.ServiceIP}
+	kubeletIPs := []net.IP{net.ParseIP("127.0.0.1")}
+	if o.NodeIP != nil {
+		loopback = append(loopback, o.NodeIP)
+		kubeletIPs = append(kubeletIPs, o.NodeIP)
+	}
 	apiNames := []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
 
 	type spec struct {
@@ -60,7 +68,7 @@ func Generate(o Options) error {
 	}
 	specs := []spec{
 		{file: "apiserver", cn: "kube-apiserver", server: true, ips: loopback, dns: apiNames},
-		{file: "kubelet", cn: o.NodeName, server: true, ips: []net.IP{net.ParseIP("127.0.0.1")}, dns: []string{"localhost", o.NodeName}},
+		{file: "kubelet", cn: o.NodeName, server: true, ips: kubeletIPs, dns: []string{"localhost", o.NodeName}},
 		// The API server authenticates to the kubelet endpoint with this certificate.
 		{file: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
 		{file: "admin", cn: "kubernetes-admin", orgs: []string{"system:masters"}},
@@ -69,6 +77,8 @@ func Generate(o Options) error {
 		// The node agent acts as the kubelet, so it authenticates as the node and the Node
 		// authorizer and NodeRestriction admission limit it as they would a real kubelet.
 		{file: "node", cn: "system:node:" + o.NodeName, orgs: []string{"system:nodes"}},
+		// kube-proxy of the real node: the built-in system:node-proxier role binds this user.
+		{file: "kube-proxy", cn: "system:kube-proxy"},
 	}
 	pairs := map[string]*keyPair{}
 	for _, s := range specs {
@@ -119,6 +129,7 @@ func Generate(o Options) error {
 		"controller-manager.kubeconfig": "controller-manager",
 		"scheduler.kubeconfig":          "scheduler",
 		"node.kubeconfig":               "node",
+		"kube-proxy.kubeconfig":         "kube-proxy",
 	} {
 		dir := o.Dir
 		if file == "kubeconfig" {

@@ -1,37 +1,92 @@
-//! Incident capture after a failure: the failed revision's pod logs, cut down by
-//! [`crate::incident::filter`], stored in a ConfigMap; the alert posted by
-//! [`crate::incident::webhook`]. Runs after traffic is back on the stable revision.
+//! Incident capture after a failure, the I/O beside the pure [`super::filter`] and
+//! [`super::webhook`] payload: the failed revision's pod logs, cut down by the filter,
+//! stored in a ConfigMap; the alert posted to the webhook. Runs after traffic is back on the
+//! stable revision, before the status is written (which then names the ConfigMap).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{ListParams, LogParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
 use tracing::warn;
 
-use crate::controller::Context;
-use crate::crd::{LastIncident, ShortenerRelease};
-use crate::incident::filter::{FilterConfig, filter_bytes};
-use crate::incident::webhook::{Incident, PayloadLimits, WebhookUrl, build_payload};
+use super::filter::{FilterConfig, filter_bytes};
+use super::tail;
+use super::webhook::{Incident, PayloadLimits, WebhookSender, WebhookUrl, build_payload};
+use crate::api::{LastIncident, ShortenerRelease, ShortenerReleaseStatus};
 use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
 
-/// Bytes of log read per container; the filter keeps a small part of it.
-const LOG_LIMIT_BYTES: i64 = 8 * 1024 * 1024;
+/// Log excerpt, ConfigMap and webhook for the failure in `status.lastIncident`; on success
+/// `status.lastIncident.logExcerptRef` names the ConfigMap. Best effort and bounded in time:
+/// nothing here may hold up reconciliation for long.
+pub async fn record(
+    client: &Client,
+    webhook: &WebhookSender,
+    sr: &ShortenerRelease,
+    status: &mut ShortenerReleaseStatus,
+    owner: OwnerReference,
+) {
+    let name = sr.name_any();
+    let Some(ns) = sr.namespace() else {
+        return;
+    };
+    let Some(incident) = status.last_incident.as_mut() else {
+        return;
+    };
+    let record = status
+        .history
+        .iter()
+        .find(|r| r.revision == incident.revision);
+    let image = record.map(|r| r.image.clone());
+    let mut excerpt = String::new();
+    if sr.spec.incident.capture_logs
+        && let Some(hash) = record.map(|r| r.pod_template_hash.clone())
+    {
+        let read = self::excerpt(client, sr, &ns, &hash);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
+            Ok(Ok(text)) => excerpt = text,
+            Ok(Err(e)) => warn!(error = %e, "incident logs unreadable"),
+            Err(_) => warn!("incident log capture timed out"),
+        }
+    }
+    if !excerpt.is_empty() {
+        match store(client, &ns, &name, incident, &excerpt, owner).await {
+            Ok(cm) => incident.log_excerpt_ref = Some(cm),
+            Err(e) => warn!(error = %e, "could not store the incident log excerpt"),
+        }
+    }
+    let incident = incident.clone();
+    alert(
+        client,
+        webhook,
+        sr,
+        &ns,
+        &incident,
+        image,
+        &status.message,
+        &excerpt,
+    )
+    .await;
+    let kept: Vec<i64> = status.history.iter().map(|r| r.revision).collect();
+    prune(client, &ns, &name, &kept).await;
+}
 
 pub fn config_map_name(release: &str, revision: i64) -> String {
     format!("{release}-incident-{revision}")
 }
 
-/// Reads and filters the logs of the revision's pods (current and previous containers).
+/// Reads and filters the logs of the revision's pods (current and previous containers):
+/// the end of each log since the revision started ([`tail`]). Line numbers count from the
+/// start of what was read.
 pub async fn excerpt(
-    ctx: &Context,
+    client: &Client,
     sr: &ShortenerRelease,
     ns: &str,
     hash: &str,
 ) -> kube::Result<String> {
     let name = sr.name_any();
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns);
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let list = pods
         .list(
             &ListParams::default()
@@ -43,20 +98,31 @@ pub async fn excerpt(
         max_lines: usize::try_from(sr.spec.incident.max_lines).unwrap_or(200),
         ..FilterConfig::default()
     };
+    // Since the revision started (less a margin for clock skew between the operator and
+    // the nodes): earlier lines are not its failure.
+    let since = sr.status.as_ref().and_then(|st| {
+        let started = st
+            .history
+            .iter()
+            .find(|r| r.pod_template_hash == hash)?
+            .started_at;
+        started
+            .checked_sub(jiff::SignedDuration::from_secs(30))
+            .ok()
+    });
     let mut out = String::new();
     for pod in &list.items {
         let pod_name = pod.name_any();
         for previous in [true, false] {
-            let params = LogParams {
-                previous,
-                limit_bytes: Some(LOG_LIMIT_BYTES),
-                ..LogParams::default()
-            };
+            let params = tail::log_params(previous, since);
             // No previous container, or a pod already gone: nothing to read there.
-            let Ok(log) = pods.logs(&pod_name, &params).await else {
+            let Ok(stream) = pods.log_stream(&pod_name, &params).await else {
                 continue;
             };
-            let excerpt = filter_bytes(log.as_bytes(), config());
+            let Ok(log) = tail::read_tail(stream, tail::KEEP_BYTES).await else {
+                continue;
+            };
+            let excerpt = filter_bytes(&log.bytes, config());
             if excerpt.is_empty() {
                 continue;
             }
@@ -77,7 +143,7 @@ pub async fn excerpt(
 
 /// Stores the excerpt in `<release>-incident-<revision>`, owned by the release.
 pub async fn store(
-    ctx: &Context,
+    client: &Client,
     ns: &str,
     release: &str,
     incident: &LastIncident,
@@ -100,7 +166,7 @@ pub async fn store(
         ])),
         ..Default::default()
     };
-    Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
         .patch(
             &cm_name,
             &PatchParams::apply(MANAGER).force(),
@@ -112,8 +178,8 @@ pub async fn store(
 
 /// Deletes incident ConfigMaps of revisions no longer in `status.history`, so their
 /// number follows `spec.rollback.revisionHistoryLimit`.
-pub async fn prune(ctx: &Context, ns: &str, release: &str, kept_revisions: &[i64]) {
-    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+pub async fn prune(client: &Client, ns: &str, release: &str, kept_revisions: &[i64]) {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
     let lp = ListParams::default().labels(&format!("{LABEL_INSTANCE}={release}"));
     let Ok(list) = api.list(&lp).await else {
         return;
@@ -135,8 +201,10 @@ pub async fn prune(ctx: &Context, ns: &str, release: &str, kept_revisions: &[i64
 }
 
 /// Posts the incident to the webhook named by `spec.incident.webhook`, in the background.
+#[allow(clippy::too_many_arguments)]
 pub async fn alert(
-    ctx: &Context,
+    client: &Client,
+    sender: &WebhookSender,
     sr: &ShortenerRelease,
     ns: &str,
     incident: &LastIncident,
@@ -147,7 +215,7 @@ pub async fn alert(
     let Some(webhook) = &sr.spec.incident.webhook else {
         return;
     };
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
     let raw = match secrets.get(&webhook.secret_ref.name).await {
         Ok(secret) => secret
             .data
@@ -179,5 +247,5 @@ pub async fn alert(
     };
     let payload = build_payload(&summary, excerpt, PayloadLimits::default());
     // Fire and forget: delivery, retries and logging happen in the spawned task.
-    drop(ctx.webhook.spawn(url, payload));
+    drop(sender.spawn(url, payload));
 }

@@ -1,4 +1,4 @@
-//! The durable store: one SQLite file in WAL mode, shared safely by several processes on one
+//! The embedded store: one SQLite file in WAL mode, shared safely by several processes on one
 //! host (blue-green runs two revisions on the same file).
 //!
 //! SQLite calls block, so each runs on tokio's blocking pool with a connection taken from a
@@ -10,120 +10,109 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Semaphore;
+
+use super::{NewUrl, StoreError, UrlRecord};
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("slug {0:?} is already taken")]
-    SlugTaken(String),
-    #[error("store file {0} is gone")]
-    Missing(PathBuf),
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("store worker failed: {0}")]
-    Worker(String),
-    #[error("store is closed")]
-    Closed,
-}
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UrlRecord {
-    pub slug: String,
-    pub url: String,
-    pub hits: u64,
-    pub created_at: String,
+#[derive(Debug, Clone)]
+pub struct Sqlite {
+    inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-pub struct Store {
+struct Inner {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
 }
 
-impl Store {
+impl Sqlite {
     /// Opens (creating if needed) the store and its schema, and checks it answers a query,
     /// so a bad path fails at start with a clear message.
     ///
     /// Blocks for at most [`BUSY_TIMEOUT`] while other processes open the same file.
-    pub fn open(path: &Path, connections: usize) -> Result<Arc<Self>, StoreError> {
+    pub fn open(path: &Path, connections: usize) -> Result<Self, StoreError> {
         let deadline = Instant::now() + BUSY_TIMEOUT;
         let mut idle = Vec::with_capacity(connections);
         for _ in 0..connections.max(1) {
             idle.push(retry_while_locked(deadline, || open_connection(path))?);
         }
-        Ok(Arc::new(Self {
-            path: path.to_owned(),
-            idle: Mutex::new(idle),
-            permits: Semaphore::new(connections),
-        }))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                idle: Mutex::new(idle),
+                permits: Semaphore::new(connections.max(1)),
+            }),
+        })
     }
 
     /// Runs `f` with a pooled connection on the blocking pool.
-    async fn with_conn<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let _permit = self
+            .inner
             .permits
             .acquire()
             .await
             .map_err(|_| StoreError::Closed)?;
         let taken = self
+            .inner
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let this = Arc::clone(self);
+        let inner = Arc::clone(&self.inner);
         let (conn, result) = tokio::task::spawn_blocking(move || {
             // A connection lost to a panicking closure is replaced here rather than shrinking
             // the pool for good.
             let mut conn = match taken {
                 Some(c) => c,
-                None => open_connection(&this.path)?,
+                None => open_connection(&inner.path)?,
             };
             let result = f(&mut conn);
             Ok::<_, StoreError>((conn, result))
         })
         .await
         .map_err(|e| StoreError::Worker(e.to_string()))??;
-        self.idle
+        self.inner
+            .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(conn);
         result
     }
 
-    pub async fn insert(self: &Arc<Self>, slug: String, url: String) -> Result<(), StoreError> {
+    /// Inserts the rows in one transaction, one commit (one fsync): `true` for each row
+    /// inserted, `false` for a slug already taken (before, or earlier in the same batch).
+    pub async fn insert_batch(&self, rows: Vec<NewUrl>) -> Result<Vec<bool>, StoreError> {
         self.with_conn(move |conn| {
-            let inserted = conn.execute(
-                "INSERT INTO urls (slug, url, created_at)
-                 VALUES (?1, ?2, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-                params![slug, url],
-            );
-            match inserted {
-                Ok(_) => Ok(()),
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == ErrorCode::ConstraintViolation =>
-                {
-                    Err(StoreError::SlugTaken(slug))
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut inserted = Vec::with_capacity(rows.len());
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "INSERT INTO urls (slug, url, created_at) VALUES (?1, ?2, {NOW})
+                     ON CONFLICT (slug) DO NOTHING"
+                ))?;
+                for row in &rows {
+                    inserted.push(stmt.execute(params![row.slug, row.url])? == 1);
                 }
-                Err(e) => Err(e.into()),
             }
+            tx.commit()?;
+            Ok(inserted)
         })
         .await
     }
 
-    pub async fn resolve(self: &Arc<Self>, slug: String) -> Result<Option<String>, StoreError> {
+    pub async fn resolve(&self, slug: String) -> Result<Option<String>, StoreError> {
         self.with_conn(move |conn| {
             let url = conn
                 .prepare_cached("SELECT url FROM urls WHERE slug = ?1")?
@@ -134,7 +123,7 @@ impl Store {
         .await
     }
 
-    pub async fn get(self: &Arc<Self>, slug: String) -> Result<Option<UrlRecord>, StoreError> {
+    pub async fn get(&self, slug: String) -> Result<Option<UrlRecord>, StoreError> {
         self.with_conn(move |conn| {
             let record = conn
                 .prepare_cached("SELECT slug, url, hits, created_at FROM urls WHERE slug = ?1")?
@@ -152,15 +141,14 @@ impl Store {
         .await
     }
 
-    /// Returns whether a row was deleted.
-    pub async fn delete(self: &Arc<Self>, slug: String) -> Result<bool, StoreError> {
+    pub async fn delete(&self, slug: String) -> Result<bool, StoreError> {
         self.with_conn(
             move |conn| Ok(conn.execute("DELETE FROM urls WHERE slug = ?1", [slug])? > 0),
         )
         .await
     }
 
-    pub async fn count(self: &Arc<Self>) -> Result<u64, StoreError> {
+    pub async fn count(&self) -> Result<u64, StoreError> {
         self.with_conn(|conn| {
             let n: i64 = conn.query_row("SELECT count(*) FROM urls", [], |r| r.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
@@ -168,10 +156,9 @@ impl Store {
         .await
     }
 
-    /// Adds counted hits in one transaction.
-    pub async fn add_hits(self: &Arc<Self>, hits: HashMap<String, u64>) -> Result<(), StoreError> {
+    pub async fn add_hits(&self, hits: HashMap<String, u64>) -> Result<(), StoreError> {
         self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut stmt =
                     tx.prepare_cached("UPDATE urls SET hits = hits + ?1 WHERE slug = ?2")?;
@@ -185,10 +172,11 @@ impl Store {
         .await
     }
 
-    /// The readiness check: the file is still where other processes will look for it, and the
-    /// schema answers a real query through the same pool requests use.
-    pub async fn check(self: &Arc<Self>) -> Result<(), StoreError> {
-        let path = self.path.clone();
+    /// The readiness check: the file is still where other processes will look for it, and a
+    /// real write commits through the same pool requests use (a full disk or a read-only
+    /// file fails here, not only on the next create).
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let path = self.inner.path.clone();
         self.with_conn(move |conn| {
             if !path.exists() {
                 return Err(StoreError::Missing(path));
@@ -196,6 +184,11 @@ impl Store {
             conn.query_row("SELECT EXISTS (SELECT 1 FROM urls)", [], |r| {
                 r.get::<_, bool>(0)
             })?;
+            conn.prepare_cached(&format!(
+                "INSERT INTO shortener_probe (id, at) VALUES (1, {NOW})
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at"
+            ))?
+            .execute([])?;
             Ok(())
         })
         .await
@@ -230,7 +223,8 @@ fn is_locked(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// Opens one connection: WAL, durable commits, and the schema (idempotent).
+/// Opens one connection: WAL, durable commits, and the schema (idempotent; SQLite runs DDL
+/// under its write lock, so replicas creating it together are safe).
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     // busy_timeout first: switching to WAL takes a lock another process may hold.
@@ -249,6 +243,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
              url        TEXT NOT NULL,
              hits       INTEGER NOT NULL DEFAULT 0,
              created_at TEXT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS shortener_probe (
+             id INTEGER PRIMARY KEY CHECK (id = 1),
+             at TEXT NOT NULL
          );",
     )?;
     Ok(conn)
@@ -260,36 +258,10 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn insert_get_delete_and_conflict() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db"), 2).unwrap();
-        store
-            .insert("abc".into(), "https://a.example/".into())
-            .await
-            .unwrap();
-        let taken = store
-            .insert("abc".into(), "https://b.example/".into())
-            .await;
-        assert!(matches!(taken, Err(StoreError::SlugTaken(s)) if s == "abc"));
-        let rec = store.get("abc".into()).await.unwrap().unwrap();
-        assert_eq!(rec.url, "https://a.example/");
-        assert_eq!(rec.hits, 0);
-        store
-            .add_hits(HashMap::from([("abc".to_owned(), 3)]))
-            .await
-            .unwrap();
-        assert_eq!(store.get("abc".into()).await.unwrap().unwrap().hits, 3);
-        assert_eq!(store.count().await.unwrap(), 1);
-        assert!(store.delete("abc".into()).await.unwrap());
-        assert!(!store.delete("abc".into()).await.unwrap());
-        assert_eq!(store.resolve("abc".into()).await.unwrap(), None);
-    }
-
-    #[tokio::test]
     async fn check_fails_when_the_file_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let store = Store::open(&path, 1).unwrap();
+        let store = Sqlite::open(&path, 1).unwrap();
         store.check().await.unwrap();
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(store.check().await, Err(StoreError::Missing(_))));
@@ -310,7 +282,7 @@ mod tests {
                     let (path, start) = (path.clone(), Arc::clone(&start));
                     std::thread::spawn(move || {
                         start.wait();
-                        Store::open(&path, 2).map(|_| ())
+                        Sqlite::open(&path, 2).map(|_| ())
                     })
                 })
                 .collect();
@@ -324,7 +296,7 @@ mod tests {
     #[test]
     fn open_fails_clearly_for_a_missing_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Store::open(&dir.path().join("no/such/dir/s.db"), 1).unwrap_err();
+        let err = Sqlite::open(&dir.path().join("no/such/dir/s.db"), 1).unwrap_err();
         assert!(err.to_string().contains("sqlite"), "{err}");
     }
 }

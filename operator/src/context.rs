@@ -1,0 +1,36 @@
+//! What every reconcile shares: the API client, metrics, the Event recorder, the HTTP client
+//! for probes and the webhook sender.
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::error::{Error, Result};
+use crate::incident::webhook::{WebhookConfig, WebhookSender};
+use crate::metrics::Metrics;
+use crate::resources::MANAGER;
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub http: reqwest::Client,
+    pub webhook: WebhookSender,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics) -> Result<Self> {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Ok(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            http: crate::probes::client().map_err(|e| Error::Setup(e.to_string()))?,
+            webhook: WebhookSender::new(WebhookConfig::default())
+                .map_err(|e| Error::Setup(e.to_string()))?,
+        })
+    }
+}

@@ -1,0 +1,337 @@
+//! A rollout moving forward: starting (unless the gate or the budget holds it), waiting for
+//! pods, the smoke test, promotion, the bake with its analysis, and becoming stable; a newer
+//! spec superseding it; whether the serving revision is up.
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::{
+    AnalysisSample, Course, Decider, FAST_REQUEUE, GATE_REQUEUE, Health, IDLE_REQUEUE, Probe,
+    RevisionObservation, SmokeResult, seconds_between,
+};
+use crate::api::reason;
+use crate::api::{
+    AnalysisStatus, FailureReason, Outcome, Phase, RevisionRecord, ShortenerReleaseSpec,
+};
+
+/// Where the checks of a revision without traffic stand.
+pub(super) enum Checks {
+    /// Ready and smoke tested (if asked for): it may take the traffic.
+    Passed,
+    /// Run this first.
+    Probe(Probe),
+    /// Failed; recorded.
+    Failed,
+    /// Not all pods ready yet, within the progress deadline.
+    Waiting,
+}
+
+impl Decider<'_> {
+    /// A newer spec replaces a rollout still in progress; traffic it had goes back at once.
+    pub(super) fn supersede_in_progress(&mut self, current: Option<&RevisionRecord>) {
+        let Some(rec) = current else { return };
+        if rec.outcome != Outcome::InProgress || Some(rec.revision) == self.st.stable_revision {
+            return;
+        }
+        let now = self.now();
+        let number = rec.revision;
+        if let Some(r) = self.record_mut(number) {
+            r.outcome = Outcome::Superseded;
+            r.finished_at = Some(now);
+        }
+        self.st.analysis = None;
+        self.event(
+            false,
+            reason::SUPERSEDED,
+            format!("revision {number} superseded by a newer spec before it finished"),
+        );
+    }
+
+    /// The serving revision counts as down when none of its pods is ready.
+    pub(super) fn check_serving(&mut self) {
+        let Some(active) = self.active.as_ref() else {
+            return;
+        };
+        let ready = self
+            .rules
+            .serving_pods(&self.input.observed.revisions, active);
+        self.health = if ready > 0 {
+            Health::Up
+        } else {
+            Health::Down(self.now())
+        };
+    }
+
+    pub(super) fn budget_frozen(&self) -> bool {
+        self.input.spec.sla.freeze_when_exhausted
+            && !self.input.budget_override
+            && self
+                .st
+                .budget
+                .as_ref()
+                .is_some_and(|b| b.exhausted(self.now()))
+    }
+
+    /// Starts a rollout unless the promotion gate or the SLA budget freeze forbids it.
+    pub(super) fn try_start(&mut self, hash: String) {
+        let gate = self.input.gate;
+        if let Some(why) = gate.reason() {
+            self.hold();
+            let msg = gate.message();
+            // Events on transitions only: a new reason or a new image to wait for.
+            if self.st.phase != Phase::Blocked || self.st.message != msg {
+                self.event(
+                    why != crate::api::reason::AWAITING_PROMOTION,
+                    why,
+                    msg.clone(),
+                );
+            }
+            self.set_phase(Phase::Blocked, why, msg);
+            self.requeue = GATE_REQUEUE;
+            return;
+        }
+        if !self.budget_frozen() {
+            self.start(hash);
+            return;
+        }
+        self.hold();
+        let msg = format!(
+            "downtime budget of {} per year is used up; new rollouts wait until it recovers or \
+             shortener.dev/budget-override is \"true\"",
+            self.input.spec.sla.allowed_downtime_per_year
+        );
+        if self.st.phase != Phase::Blocked {
+            self.event(true, reason::BUDGET_EXHAUSTED, msg.clone());
+        }
+        self.set_phase(Phase::Blocked, reason::BUDGET_EXHAUSTED, msg);
+    }
+
+    /// Nothing new starts: the stable revision (if any) keeps serving, the rest goes.
+    pub(super) fn hold(&mut self) {
+        // A retry asked for now is kept for when the hold ends, not spent on it.
+        self.st.observed_retry = self.input.status.observed_retry.clone();
+        self.course = Course::Held;
+        self.active = self.stable_hash();
+        self.check_serving();
+    }
+
+    pub(super) fn start(&mut self, hash: String) {
+        let now = self.now();
+        let number = self
+            .st
+            .history
+            .iter()
+            .map(|r| r.revision)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        self.st.history.push(RevisionRecord {
+            revision: number,
+            pod_template_hash: hash,
+            image: self.input.spec.image.clone(),
+            outcome: Outcome::InProgress,
+            reason: None,
+            started_at: now,
+            promoted_at: None,
+            finished_at: None,
+        });
+        self.st.current_revision = Some(number);
+        self.st.analysis = None;
+        self.active = self.stable_hash();
+        self.requeue = FAST_REQUEUE;
+        let msg = format!(
+            "revision {number} ({}) started; waiting for {} ready pods",
+            self.input.spec.image, self.input.spec.replicas
+        );
+        self.event(false, reason::ROLLOUT_STARTED, msg.clone());
+        self.set_phase(Phase::Progressing, reason::ROLLOUT_STARTED, msg);
+    }
+
+    pub(super) fn progress(&mut self, rec: RevisionRecord) -> Option<Probe> {
+        let hash = rec.pod_template_hash.clone();
+        let obs = self
+            .input
+            .observed
+            .revisions
+            .get(&hash)
+            .cloned()
+            .unwrap_or_default();
+        self.requeue = FAST_REQUEUE;
+
+        if let Some(f) = obs.failure {
+            self.fail(&rec, f.reason, f.message);
+            return None;
+        }
+
+        let Some(promoted_at) = rec.promoted_at else {
+            return self.progress_unpromoted(&rec, obs);
+        };
+        self.bake(&rec, hash, promoted_at)
+    }
+
+    pub(super) fn progress_unpromoted(
+        &mut self,
+        rec: &RevisionRecord,
+        obs: RevisionObservation,
+    ) -> Option<Probe> {
+        let spec = self.input.spec;
+        self.active = self.stable_hash();
+        self.check_serving();
+        match self.check_unpromoted(rec, &obs) {
+            Checks::Passed => self.promote(rec),
+            Checks::Probe(probe) => return Some(probe),
+            Checks::Failed => {}
+            Checks::Waiting => self.set_phase(
+                Phase::Progressing,
+                reason::WAITING_FOR_PODS,
+                format!(
+                    "revision {}: {}/{} pods ready",
+                    rec.revision, obs.ready_pods, spec.replicas
+                ),
+            ),
+        }
+        None
+    }
+
+    /// Readiness, the smoke test and the progress deadline of a revision without traffic (a
+    /// new one, or a manual rollback's), in the order they gate it. A failure is recorded
+    /// here.
+    pub(super) fn check_unpromoted(
+        &mut self,
+        rec: &RevisionRecord,
+        obs: &RevisionObservation,
+    ) -> Checks {
+        let spec = self.input.spec;
+        if obs.ready_pods >= spec.replicas {
+            if spec.health_check.smoke_test {
+                match &self.input.observed.smoke {
+                    None => {
+                        return Checks::Probe(Probe::SmokeTest {
+                            hash: rec.pod_template_hash.clone(),
+                        });
+                    }
+                    Some(SmokeResult::Failed(msg)) => {
+                        let msg = msg.clone();
+                        self.fail(rec, FailureReason::SmokeTestFailed, msg);
+                        return Checks::Failed;
+                    }
+                    Some(SmokeResult::Passed) => {}
+                }
+            }
+            return Checks::Passed;
+        }
+        let elapsed = seconds_between(rec.started_at, self.now());
+        if elapsed >= f64::from(spec.progress_deadline_seconds) {
+            let msg = format!(
+                "{}/{} pods ready after {}s",
+                obs.ready_pods, spec.replicas, spec.progress_deadline_seconds
+            );
+            self.fail(rec, FailureReason::ProgressDeadlineExceeded, msg);
+            return Checks::Failed;
+        }
+        Checks::Waiting
+    }
+
+    /// Baking with live traffic.
+    pub(super) fn bake(
+        &mut self,
+        rec: &RevisionRecord,
+        hash: String,
+        promoted_at: Timestamp,
+    ) -> Option<Probe> {
+        let spec = self.input.spec;
+        self.active = Some(hash.clone());
+        let mut analysis = self
+            .st
+            .analysis
+            .clone()
+            .unwrap_or(AnalysisStatus::new(promoted_at));
+        let interval = f64::from(spec.analysis.interval_seconds);
+        let since = analysis.last_sample_at.unwrap_or(analysis.promoted_at);
+        if seconds_between(since, self.now()) >= interval {
+            let Some(sample) = self.input.observed.analysis.as_ref() else {
+                return Some(Probe::Analyze { hash });
+            };
+            analysis.last_sample_at = Some(self.now());
+            analysis.requests += sample.requests;
+            analysis.errors += sample.errors;
+            analysis.pod_counts = sample.pod_counts.clone();
+            if interval_failed(spec, sample) {
+                analysis.failed_intervals += 1;
+                self.health = Health::Down(since);
+            } else if sample.requests >= spec.analysis.min_requests {
+                analysis.failed_intervals = 0;
+                self.health = Health::Up;
+            }
+            self.st.analysis = Some(analysis.clone());
+            if analysis.failed_intervals >= spec.analysis.failure_limit {
+                let msg = format!(
+                    "{} of {} requests failed in the last {}s (limit {}%)",
+                    sample.errors,
+                    sample.requests,
+                    spec.analysis.interval_seconds,
+                    spec.analysis.max_error_rate
+                );
+                self.fail_promoted(rec, FailureReason::AnalysisFailed, msg, since, &analysis);
+                return None;
+            }
+        }
+        if seconds_between(analysis.promoted_at, self.now())
+            >= f64::from(spec.analysis.bake_seconds)
+        {
+            self.make_stable(rec);
+            return None;
+        }
+        self.set_phase(
+            Phase::Analyzing,
+            reason::BAKING,
+            format!(
+                "revision {} serving; baking {}s, {} errors in {} requests so far",
+                rec.revision, spec.analysis.bake_seconds, analysis.errors, analysis.requests
+            ),
+        );
+        None
+    }
+
+    pub(super) fn promote(&mut self, rec: &RevisionRecord) {
+        let now = self.now();
+        if let Some(r) = self.record_mut(rec.revision) {
+            r.promoted_at = Some(now);
+        }
+        self.st.analysis = Some(AnalysisStatus::new(now));
+        self.active = Some(rec.pod_template_hash.clone());
+        let msg = format!(
+            "revision {} passed its checks and serves traffic; baking {}s",
+            rec.revision, self.input.spec.analysis.bake_seconds
+        );
+        self.event(false, reason::PROMOTED, msg.clone());
+        self.set_phase(Phase::Analyzing, reason::PROMOTED, msg);
+    }
+
+    pub(super) fn make_stable(&mut self, rec: &RevisionRecord) {
+        let now = self.now();
+        if let Some(r) = self.record_mut(rec.revision) {
+            r.outcome = Outcome::Promoted;
+            r.finished_at = Some(now);
+        }
+        self.st.stable_revision = Some(rec.revision);
+        self.st.analysis = None;
+        if let Some(incident) = self.st.last_incident.as_mut()
+            && incident.recovered_at.is_none()
+        {
+            incident.recovered_at = Some(now);
+        }
+        self.active = Some(rec.pod_template_hash.clone());
+        self.requeue = IDLE_REQUEUE;
+        let msg = format!("revision {} is stable", rec.revision);
+        self.event(false, reason::ROLLOUT_SUCCEEDED, msg.clone());
+        self.set_phase(Phase::Healthy, reason::ROLLOUT_SUCCEEDED, msg);
+    }
+}
+
+pub(super) fn interval_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool {
+    if sample.requests < spec.analysis.min_requests || sample.requests <= 0 {
+        return false;
+    }
+    // errors/requests > max% without floating the counts.
+    (sample.errors as f64) * 100.0 > spec.analysis.max_error_rate * (sample.requests as f64)
+}
