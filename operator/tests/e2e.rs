@@ -186,11 +186,7 @@ async fn s2_release_failing_its_smoke_test_is_never_promoted() {
     assert_eq!(st.phase, Phase::RolledBack);
     assert_eq!(st.stable_revision, Some(1));
     assert!(st.message.contains("SmokeTestFailed"), "{}", st.message);
-    assert!(
-        env.warning_reasons()
-            .await
-            .contains(&"SmokeTestFailed".to_string())
-    );
+    env.wait_warning("SmokeTestFailed").await;
     // The failed pods' error lines are kept for whoever troubleshoots.
     let sr = env
         .wait("log excerpt recorded", Duration::from_secs(30), |sr| {
@@ -681,11 +677,7 @@ async fn s15_rolling_rollback_after_promotion_is_charged_until_the_bad_pods_are_
     );
     let budget = st.budget.unwrap();
     assert!(budget.used_seconds as f64 >= incident.downtime_seconds);
-    assert!(
-        env.warning_reasons()
-            .await
-            .contains(&"AnalysisFailed".to_string())
-    );
+    env.wait_warning("AnalysisFailed").await;
     // No pod of v2 is left serving; from here on every request succeeds.
     let before = traffic.tally().await.failed;
     traffic.more(30).await;
@@ -1039,11 +1031,7 @@ async fn s11_exhausted_budget_freezes_the_next_release_until_overridden() {
         !images.iter().any(|i| i == "shortener:v3"),
         "a Deployment runs v3 while frozen: {images:?}"
     );
-    assert!(
-        env.warning_reasons()
-            .await
-            .contains(&"BudgetExhausted".to_string())
-    );
+    env.wait_warning("BudgetExhausted").await;
 
     let sr = json!({
         "apiVersion": "shortener.dev/v1alpha1",

@@ -291,6 +291,23 @@ impl Env {
         operator::api_token::token_of(&secret).expect("a token in the release's Secret")
     }
 
+    /// Waits for a Warning Event with `reason`: the operator writes Events after the status,
+    /// so a phase seen in the status does not mean its Event is there yet.
+    pub async fn wait_warning(&self, reason: &str) {
+        eventually(
+            &format!("a Warning Event {reason}"),
+            Duration::from_secs(15),
+            || async {
+                self.warning_reasons()
+                    .await
+                    .iter()
+                    .any(|r| r == reason)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     pub async fn warning_reasons(&self) -> Vec<String> {
         Api::<Event>::namespaced(self.client.clone(), &self.ns)
             .list(&ListParams::default())
