@@ -59,7 +59,7 @@ fn seconds_to_promotion(sr: &ShortenerRelease, n: i64) -> f64 {
 async fn s20_release_listening_after_15s_is_promoted_without_a_restart() {
     let env = Env::new("s20").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     let started = Instant::now();
     env.apply(env.spec("shortener:v2", &[("SHORTENER_FAULT", "listen-after=15s")]))
@@ -95,7 +95,7 @@ async fn s20_release_listening_after_15s_is_promoted_without_a_restart() {
 async fn s21_release_overrunning_its_startup_budget_is_refused_naming_the_probe() {
     let env = Env::new("s21").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     let mut spec = env.spec("shortener:v2", &[("SHORTENER_FAULT", "listen-after=15s")]);
     spec["healthCheck"] = json!({"startupSeconds": 5});
