@@ -38,6 +38,7 @@ pub async fn release(cached: &ShortenerRelease, ctx: &Context) -> Result<Action>
     let gate = observe::gate(ctx, &ns, &name, spec).await?;
     let control = manual::next_control(annotations);
     let input = Input {
+        name: &name,
         spec,
         generation: sr.metadata.generation,
         status: &status,
