@@ -40,7 +40,10 @@ impl Verdict {
 /// The outcome the status reports for `generation`, or `None` while there is none yet: a
 /// status of an older generation (the operator has not seen the latest spec, so its phase
 /// is the previous rollout's), or a rollout still under way.
-pub fn verdict(generation: Option<i64>, status: Option<&ShortenerReleaseStatus>) -> Option<Verdict> {
+pub fn verdict(
+    generation: Option<i64>,
+    status: Option<&ShortenerReleaseStatus>,
+) -> Option<Verdict> {
     let status = status?;
     if generation.is_none() || status.observed_generation != generation {
         return None;
@@ -89,7 +92,11 @@ mod tests {
         ];
         assert_eq!(table.len(), Phase::ALL.len());
         for (phase, expected) in table {
-            assert_eq!(verdict(Some(3), Some(&status(phase, 3))), expected, "{phase:?}");
+            assert_eq!(
+                verdict(Some(3), Some(&status(phase, 3))),
+                expected,
+                "{phase:?}"
+            );
         }
     }
 

@@ -2,7 +2,6 @@
 //! charge, history pruning and the conditions; the strategy turns the revisions to run into
 //! its workload.
 
-
 use super::{Course, Decider, DeploymentAction, Health, Plan, Routing};
 use crate::api::reason;
 use crate::api::{Outcome, ShortenerReleaseStatus};

@@ -46,7 +46,11 @@ fn blue_green_scales_the_stable_revision_while_rolled_back() {
     assert_eq!(w.condition("Stalled").status, "True");
     assert_eq!(w.condition("Stalled").reason, "SmokeTestFailed");
     let plan = scale_to(&mut w, 4);
-    assert_eq!(w.status.phase, Phase::RolledBack, "the failed spec is not retried");
+    assert_eq!(
+        w.status.phase,
+        Phase::RolledBack,
+        "the failed spec is not retried"
+    );
     let Workload::BlueGreen(actions) = &plan.workload else {
         panic!("blue-green");
     };
@@ -91,7 +95,11 @@ fn a_rollout_reports_reconciling_then_current() {
     w.step();
     assert_eq!(w.condition("Reconciling").status, "True");
     assert_eq!(w.condition("Stalled").status, "False");
-    assert_eq!(w.status.replicas, Some(0), "nothing serves before the first promotion");
+    assert_eq!(
+        w.status.replicas,
+        Some(0),
+        "nothing serves before the first promotion"
+    );
     w.pods(V1, 2, None);
     w.step();
     assert_eq!(w.status.phase, Phase::Analyzing);
