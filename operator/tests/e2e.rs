@@ -1402,9 +1402,20 @@ async fn s30_blue_green_scale_subresource_and_wait_for_a_failure() {
     let selector = scale_in_place(&env).await;
     assert!(selector.contains("shortener.dev/revision="), "{selector}");
 
-    let mut v2 = env.spec("shortener:v2", &[("SHORTENER_FAULT", "crash-on-start")]);
+    // A good v2 cannot pass its 12 s bake within 1 s: the previous generation's Healthy is
+    // not taken for an answer, and the timeout has its own exit code; then it succeeds.
+    let mut v2 = env.spec("shortener:v2", &[]);
     v2["replicas"] = json!(3);
-    failure_is_reported(&env, v2).await;
+    env.apply(v2).await.unwrap();
+    let (code, text) = plugin_wait(&env, "1s").await;
+    assert_eq!(code, Some(6), "status --wait timing out: {text}");
+    assert!(text.contains("timed out"), "{text}");
+    let (code, text) = plugin_wait(&env, "3m").await;
+    assert_eq!(code, Some(0), "status --wait on healthy v2: {text}");
+
+    let mut v3 = env.spec("shortener:v3", &[("SHORTENER_FAULT", "crash-on-start")]);
+    v3["replicas"] = json!(3);
+    failure_is_reported(&env, v3).await;
     // The stable revision still serves with the 3 replicas asked for.
     let sr = env.srs.get(NAME).await.unwrap();
     let st = sr.status.unwrap();
