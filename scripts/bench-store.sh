@@ -42,8 +42,8 @@ base=http://127.0.0.1:$PORT
 
 # start_server STORE GROUP_COMMIT: starts the release build and waits for /readyz.
 start_server() {
-  SHORTENER_GROUP_COMMIT=$2 "target/$PROFILE/shortener" --host 127.0.0.1 --port "$PORT" --store "$1" \
-    >>"$tmp/server.log" 2>&1 &
+  SHORTENER_GROUP_COMMIT=$2 SHORTENER_API_TOKENS=$BENCH_TOKEN "target/$PROFILE/shortener" \
+    --host 127.0.0.1 --port "$PORT" --store "$1" --write-rate-limit 0 >>"$tmp/server.log" 2>&1 &
   pid=$!
   wait_ready "$base" "$pid" "$tmp/server.log" 60
 }

@@ -115,15 +115,27 @@ PY
   kubectl -n "$APP_NS" apply -f "$STATE/release.yaml"
 }
 
+# Creates need the API token the operator keeps in the release's Secret. curl reads the
+# header from a file (mode 600), so the token never shows on a command line.
+AUTH_HEADER=$STATE/authorization-header
+write_auth_header() {
+  local token
+  token=$(kubectl -n "$APP_NS" get secret "$SR-api-token" -o 'jsonpath={.data.token}' | base64 -d) ||
+    fail "no API token Secret $SR-api-token in $APP_NS"
+  [[ -n $token ]] || fail "Secret $SR-api-token has no token"
+  (umask 077 && printf 'Authorization: Bearer %s\n' "$token" >"$AUTH_HEADER")
+}
+
 # Users creating short links through the active Service, so analysis has traffic to judge.
 # A pacing delay, not synchronisation: it runs until killed.
 traffic_pid=
 start_traffic() {
+  write_auth_header
   (
     i=0
     while :; do
       i=$((i + 1))
-      curl -s -o /dev/null -m 2 -H 'Content-Type: application/json' \
+      curl -s -o /dev/null -m 2 -H 'Content-Type: application/json' -H @"$AUTH_HEADER" \
         -d "{\"url\":\"https://example.com/traffic/$i\"}" "http://$1/api/v1/urls" || true
       sleep 0.1
     done
@@ -164,7 +176,8 @@ wait_rolled_back() {
 # A short link created through the active Service, i.e. a healthy revision serves users.
 service_serves() {
   local code
-  code=$(curl -sS -o /dev/null -w '%{http_code}' -m 5 -H 'Content-Type: application/json' \
+  write_auth_header
+  code=$(curl -sS -o /dev/null -w '%{http_code}' -m 5 -H 'Content-Type: application/json' -H @"$AUTH_HEADER" \
     -d '{"url":"https://example.com/chart-e2e"}' "http://$addr/api/v1/urls") || code="no answer"
   [[ $code == 201 ]] || fail "POST /api/v1/urls through Service $SR ($addr) answered $code, want 201"
   info "Service $SR ($addr) created a short link: 201"
@@ -315,13 +328,13 @@ fi
 # A few of the granted verbs, and ones the chart deliberately does not grant.
 as=(--as "system:serviceaccount:$OP_NS:$SA" -n "$APP_NS")
 for allowed in "watch shortenerreleases.shortener.dev" "patch shortenerreleases.shortener.dev --subresource=status" \
-  "create deployments.apps" "delete services" "get pods --subresource=log" "get secrets" "create events"; do
+  "create deployments.apps" "delete services" "get pods --subresource=log" "get secrets" "create secrets" "create events"; do
   kubectl auth can-i $allowed "${as[@]}" >/dev/null || fail "the chart's RBAC does not allow '$allowed'"
 done
 for denied in "list secrets" "create shortenerreleases.shortener.dev" "delete pods" "create pods" "update deployments.apps"; do
   kubectl auth can-i $denied "${as[@]}" >/dev/null 2>&1 && fail "the chart's RBAC allows '$denied' (not least privilege)"
 done
-info "granted: watch/patch releases and status, deployments, services, pods/log, secrets get, events"
+info "granted: watch/patch releases and status, deployments, services, pods/log, secrets get/create/patch, events"
 info "denied:  list secrets, create releases, create/delete pods, update deployments"
 pass
 

@@ -137,7 +137,7 @@ SA=system:serviceaccount:$OP_NS:$RELEASE-shortener-operator
 can() { kubectl auth can-i "$@" --as "$SA" >/dev/null 2>&1; }
 for ns in "$NS_A" "$NS_B"; do
   for allowed in "watch shortenerreleases.shortener.dev" "patch shortenerreleases.shortener.dev --subresource=status" \
-    "create deployments.apps" "delete services" "create configmaps" "get pods --subresource=log" "get secrets" "create events"; do
+    "create deployments.apps" "delete services" "create configmaps" "get pods --subresource=log" "get secrets" "create secrets" "patch secrets" "create events"; do
     can $allowed -n "$ns" || fail "not allowed in $ns: $allowed"
   done
 done
@@ -145,7 +145,7 @@ can update leases.coordination.k8s.io -n "$OP_NS" || fail "no Lease rights in $O
 denied=(
   "list shortenerreleases.shortener.dev -n $NS_OTHER" "get secrets -n $NS_OTHER" "create deployments.apps -n $NS_OTHER"
   "get secrets -n kube-system" "list shortenerreleases.shortener.dev --all-namespaces"
-  "list secrets -n $NS_A" "delete pods -n $NS_A" "update deployments.apps -n $NS_A" "create shortenerreleases.shortener.dev -n $NS_A"
+  "list secrets -n $NS_A" "delete secrets -n $NS_A" "delete pods -n $NS_A" "update deployments.apps -n $NS_A" "create shortenerreleases.shortener.dev -n $NS_A"
   "update leases.coordination.k8s.io -n $NS_A" "patch customresourcedefinitions.apiextensions.k8s.io" "list namespaces"
 )
 for d in "${denied[@]}"; do

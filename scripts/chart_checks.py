@@ -81,7 +81,7 @@ OPERATOR_RBAC = {
     ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "pods/log"): {"get"},
-    ("", "secrets"): {"get"},
+    ("", "secrets"): {"get", "create", "patch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }

@@ -79,9 +79,12 @@ $KUBECTL -n "$NS" wait --for=condition=Ready sr/web --timeout=120s
 $KUBECTL -n "$NS" get sr web
 
 ADDR=$($KUBECTL -n "$NS" get svc web -o 'jsonpath={.spec.clusterIP}:{.spec.ports[0].port}')
+# Creates need a token: the one the operator keeps for the release in its Secret.
+API_TOKEN=$($KUBECTL -n "$NS" get secret web-api-token -o 'jsonpath={.data.token}' | base64 -d)
 step "A user keeps creating and following short links through the active Service ($ADDR)"
 # One process: the client, plus a watcher that prints every change of the release's status.
-python3 -u - "$ADDR" "$KUBECTL" "$NS" "$DEMO_DIR/client.json" <<'PY' &
+# The token goes in the environment, not on the command line where `ps` would show it.
+SHORTENER_API_TOKEN=$API_TOKEN python3 -u - "$ADDR" "$KUBECTL" "$NS" "$DEMO_DIR/client.json" <<'PY' &
 import http.client, json, os, subprocess, sys, threading, time
 addr, kubectl, ns, out = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4]
 host, port = addr.split(":")
@@ -101,7 +104,8 @@ def client():
             c = http.client.HTTPConnection(host, int(port), timeout=2)
             target = f"https://example.com/demo/{i}"
             c.request("POST", "/api/v1/urls", json.dumps({"url": target}),
-                      {"Content-Type": "application/json"})
+                      {"Content-Type": "application/json",
+                       "Authorization": "Bearer " + os.environ["SHORTENER_API_TOKEN"]})
             r = c.getresponse(); body = r.read()
             if r.status == 201:
                 slug = json.loads(body)["slug"]

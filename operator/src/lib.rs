@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod api_token;
 pub mod apply;
 pub mod backoff;
 pub mod budget;

@@ -123,17 +123,20 @@ struct Created {
     slug: String,
 }
 
-/// Creates a URL on one pod and follows its redirect; an error says what went wrong.
+/// Creates a URL on one pod (with the release's API token) and follows its redirect; an
+/// error says what went wrong, never what the token is.
 pub async fn smoke_test(
     client: &reqwest::Client,
     ip: &str,
     port: i32,
     marker: &str,
+    token: &str,
 ) -> Result<(), String> {
     let base = format!("http://{ip}:{port}");
     let target = format!("https://smoke-test.shortener.dev/{marker}");
     let resp = client
         .post(format!("{base}/api/v1/urls"))
+        .bearer_auth(token)
         .json(&serde_json::json!({ "url": target }))
         .send()
         .await
@@ -186,6 +189,8 @@ pub struct Http<'a> {
     /// Each pod's counters at the previous sample, from the bake's status.
     pub baseline: &'a BTreeMap<String, Counts>,
     pub port: i32,
+    /// The release's API token: the smoke test creates a URL, and writes need one.
+    pub token: &'a str,
 }
 
 impl Prober for Http<'_> {
@@ -195,7 +200,13 @@ impl Prober for Http<'_> {
             .get(hash)
             .map(|a| a.ready.clone())
             .unwrap_or_default();
-        smoke_all(self.client, ips, self.port, hash.to_string())
+        smoke_all(
+            self.client,
+            ips,
+            self.port,
+            hash.to_string(),
+            self.token.to_string(),
+        )
     }
 
     fn analyze(&mut self, hash: &str) -> impl Future<Output = AnalysisSample> + Send {
@@ -214,13 +225,14 @@ async fn smoke_all(
     ips: Vec<String>,
     port: i32,
     hash: String,
+    token: String,
 ) -> SmokeResult {
     if ips.is_empty() {
         return SmokeResult::Failed("no ready pod to test".into());
     }
     for ip in &ips {
         let marker = format!("{hash}-{}", Timestamp::now().as_millisecond());
-        if let Err(e) = smoke_test(client, ip, port, &marker).await {
+        if let Err(e) = smoke_test(client, ip, port, &marker, &token).await {
             return SmokeResult::Failed(e);
         }
     }

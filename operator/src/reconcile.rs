@@ -8,11 +8,12 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::ShortenerRelease;
 use crate::api::annotations::{ANNOTATION_BUDGET_OVERRIDE, ANNOTATION_PAUSED, ANNOTATION_RETRY};
+use crate::api_token;
 use crate::apply;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -37,6 +38,12 @@ pub async fn release(cached: &ShortenerRelease, ctx: &Context) -> Result<Action>
     let retry = annotations.get(ANNOTATION_RETRY).cloned();
     let gate = observe::gate(ctx, &ns, &name, spec).await?;
     let control = manual::next_control(annotations);
+    // Before any pod is created: they read it from the Secret, and the smoke test sends it.
+    // (The one write before the decision: it only creates the Secret when it is absent.)
+    let owner = sr
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let token = api_token::ensure(ctx, &ns, &name, owner).await?;
     let input = Input {
         name: &name,
         spec,
@@ -61,6 +68,7 @@ pub async fn release(cached: &ShortenerRelease, ctx: &Context) -> Result<Action>
         addresses: &addresses,
         baseline: status.analysis.as_ref().map_or(&empty, |a| &a.pod_counts),
         port: spec.port,
+        token: &token,
     };
     let plan = match rollout::settle(&input, &mut prober).await {
         Ok(plan) => plan,

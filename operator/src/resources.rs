@@ -47,6 +47,8 @@ pub fn pod_template(name: &str, spec: &ShortenerReleaseSpec) -> PodTemplateSpec 
         value: Some(spec.port.to_string()),
         ..Default::default()
     });
+    // The token the operator's smoke test creates with (from the release's Secret).
+    env.push(crate::api_token::env_var(name));
     if !spec.env.iter().any(|e| e.name == SHUTDOWN_DELAY_ENV) {
         env.push(EnvVar {
             name: SHUTDOWN_DELAY_ENV.into(),
@@ -318,6 +320,20 @@ mod tests {
             env.iter()
                 .any(|e| e.name == "SHORTENER_PORT" && e.value.as_deref() == Some("9000"))
         );
+        // The API token comes from the release's Secret, never as a value in the template.
+        let token = env
+            .iter()
+            .find(|e| e.name == crate::api_token::ENV)
+            .unwrap();
+        assert_eq!(token.value, None);
+        let from = token
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(from.name, crate::api_token::secret_name("web"));
         let probe = c.readiness_probe.clone().unwrap();
         assert_eq!(probe.period_seconds, Some(1));
         assert_eq!(probe.http_get.unwrap().path.as_deref(), Some("/readyz"));

@@ -12,7 +12,7 @@ use support::traffic::{Tally, Traffic};
 use support::{eventually, kubeconfig, root};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use operator::api::{Outcome, Phase, ShortenerRelease};
@@ -117,10 +117,50 @@ async fn s1_healthy_release_becomes_ready() {
     let st = sr.status.unwrap();
     assert_eq!(st.stable_revision, Some(1));
     assert_eq!(st.current_revision, Some(1));
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(50).await;
     let tally = traffic.stop().await;
     assert_eq!(tally.failed, 0, "{tally:?}");
+
+    // The smoke test created with the release's token, which lives in a Secret the release
+    // owns; pods read it from there, so no Deployment carries it.
+    let secret = Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+        .get(&operator::api_token::secret_name(NAME))
+        .await
+        .unwrap();
+    let owners = secret.metadata.owner_references.clone().unwrap_or_default();
+    assert!(
+        owners
+            .iter()
+            .any(|o| o.kind == "ShortenerRelease" && o.name == NAME),
+        "{owners:?}"
+    );
+    let token = operator::api_token::token_of(&secret).unwrap();
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(!deployments.items.is_empty());
+    for d in deployments {
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(!text.contains(&token), "the token is in a Deployment");
+        assert!(
+            text.contains(operator::api_token::ENV),
+            "no token env in a Deployment"
+        );
+    }
+    // Without it, nobody writes; with it, the client above did.
+    let addr = env.active_address().await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/urls"))
+        .json(&json!({ "url": "https://example.com/anonymous" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let log = root().join(format!(".testenv/e2e/operator-{}.log", env.ns));
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(!log.contains(&token), "the operator logged the token");
     env.cleanup().await;
 }
 
@@ -129,7 +169,7 @@ async fn s1_healthy_release_becomes_ready() {
 async fn s2_release_failing_its_smoke_test_is_never_promoted() {
     let env = Env::new("s2").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     env.apply(env.spec("shortener:v2", &[("SHORTENER_FAULT", "shorten-500")]))
         .await
@@ -146,11 +186,7 @@ async fn s2_release_failing_its_smoke_test_is_never_promoted() {
     assert_eq!(st.phase, Phase::RolledBack);
     assert_eq!(st.stable_revision, Some(1));
     assert!(st.message.contains("SmokeTestFailed"), "{}", st.message);
-    assert!(
-        env.warning_reasons()
-            .await
-            .contains(&"SmokeTestFailed".to_string())
-    );
+    env.wait_warning("SmokeTestFailed").await;
     // The failed pods' error lines are kept for whoever troubleshoots.
     let sr = env
         .wait("log excerpt recorded", Duration::from_secs(30), |sr| {
@@ -196,7 +232,7 @@ async fn s2_release_failing_its_smoke_test_is_never_promoted() {
 async fn s3_crash_loop_and_unpullable_image_abort_before_the_deadline() {
     let env = Env::new("s3").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     let started = Instant::now();
     env.apply(env.spec("shortener:v2", &[("SHORTENER_FAULT", "crash-on-start")]))
         .await
@@ -229,7 +265,7 @@ async fn s3_crash_loop_and_unpullable_image_abort_before_the_deadline() {
 async fn s4_analysis_rolls_back_a_promoted_release_within_seconds() {
     let env = Env::new("s4").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     let mut spec = env.spec("shortener:v2", &[("SHORTENER_FAULT", "errors-after=8s")]);
     spec["analysis"]["bakeSeconds"] = json!(60);
@@ -278,7 +314,7 @@ async fn s4_analysis_rolls_back_a_promoted_release_within_seconds() {
 async fn s5_fixed_release_after_a_failed_one_is_promoted() {
     let env = Env::new("s5").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     env.apply(env.spec("shortener:v2", &[("SHORTENER_FAULT", "shorten-500")]))
         .await
         .unwrap();
@@ -344,7 +380,7 @@ async fn s5_fixed_release_after_a_failed_one_is_promoted() {
 async fn s6_spec_change_supersedes_a_rollout_in_progress() {
     let env = Env::new("s6").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     env.apply(env.spec("shortener:v2", &[("SHORTENER_FAULT", "never-ready")]))
         .await
         .unwrap();
@@ -469,7 +505,7 @@ async fn s7_invalid_spec_is_rejected_and_delete_removes_everything() {
 async fn s8_operator_restarted_mid_rollout_resumes() {
     let mut env = Env::new("s8").await;
     env.healthy_v1().await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     let mut spec = env.spec("shortener:v2", &[]);
     spec["analysis"]["bakeSeconds"] = json!(15);
     env.apply(spec).await.unwrap();
@@ -601,7 +637,7 @@ async fn s15_rolling_rollback_after_promotion_is_charged_until_the_bad_pods_are_
     env.wait_outcome(1, Outcome::Promoted).await;
     env.wait_phase(Phase::Healthy, Duration::from_secs(90))
         .await;
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     env.apply(rolling(
         "shortener:v2",
@@ -641,11 +677,7 @@ async fn s15_rolling_rollback_after_promotion_is_charged_until_the_bad_pods_are_
     );
     let budget = st.budget.unwrap();
     assert!(budget.used_seconds as f64 >= incident.downtime_seconds);
-    assert!(
-        env.warning_reasons()
-            .await
-            .contains(&"AnalysisFailed".to_string())
-    );
+    env.wait_warning("AnalysisFailed").await;
     // No pod of v2 is left serving; from here on every request succeeds.
     let before = traffic.tally().await.failed;
     traffic.more(30).await;
@@ -694,7 +726,7 @@ async fn s16_manual_rollback_restores_the_revision_exactly_as_it_ran() {
     )
     .await;
 
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     let patch = json!({"metadata": {"annotations": {"shortener.dev/rollback-to": "previous"}}});
     env.srs
@@ -851,12 +883,12 @@ async fn s9_incident_is_posted_once_to_the_webhook_without_leaking_its_url() {
     assert_eq!(body["revision"], 2);
     let excerpt = body["excerpt"].as_str().expect("excerpt field");
     assert_shortener_error_excerpt(excerpt, 1);
-    for unrelated in ["fault injection is on", "listening addr="] {
-        assert!(
-            !excerpt.contains(unrelated),
-            "{unrelated:?} kept:\n{excerpt}"
-        );
-    }
+    // Two lines before the first error: outside one line of context. (The `listening` line
+    // is now right before it: request lines are DEBUG, so no probe lines lie in between.)
+    assert!(
+        !excerpt.contains("fault injection is on"),
+        "an unrelated line kept:\n{excerpt}"
+    );
 
     // One incident, one POST: nothing more arrives (no duplicate from a later reconcile).
     let again = tokio::time::timeout(Duration::from_secs(5), receiver.posts.recv()).await;
@@ -887,7 +919,7 @@ fn failure_window(tally: &Tally) -> f64 {
 /// test), long bake, and waits for its analysis rollback; returns the release and what the
 /// client saw.
 async fn post_promotion_failure(env: &Env, sla: serde_json::Value) -> (ShortenerRelease, Tally) {
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(env).await;
     traffic.more(20).await;
     let mut spec = env.spec("shortener:v2", &[("SHORTENER_FAULT", "errors-after=8s")]);
     spec["analysis"]["bakeSeconds"] = json!(60);
@@ -999,11 +1031,7 @@ async fn s11_exhausted_budget_freezes_the_next_release_until_overridden() {
         !images.iter().any(|i| i == "shortener:v3"),
         "a Deployment runs v3 while frozen: {images:?}"
     );
-    assert!(
-        env.warning_reasons()
-            .await
-            .contains(&"BudgetExhausted".to_string())
-    );
+    env.wait_warning("BudgetExhausted").await;
 
     let sr = json!({
         "apiVersion": "shortener.dev/v1alpha1",
@@ -1175,7 +1203,7 @@ async fn s13_rolling_release_rolls_back_a_crash_loop_in_place() {
         .await;
     let v1_hash = sr.status.unwrap().history[0].pod_template_hash.clone();
 
-    let traffic = Traffic::start(env.active_address().await);
+    let traffic = Traffic::start(&env).await;
     traffic.more(20).await;
     env.apply(rolling(
         "shortener:v2",

@@ -2,6 +2,7 @@
 //! and testenv set the env variables, so they must not drift.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -41,10 +42,80 @@ pub struct Config {
     #[arg(long, env = "SHORTENER_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub group_commit: bool,
 
-    /// Base of `short_url` in responses, e.g. `https://sho.rt`. Default: `http://` plus the
-    /// request's Host header.
+    /// Base of `short_url` in responses, e.g. `https://sho.rt`. Without it, `http://` plus
+    /// the request's Host header if that host is in `--allowed-hosts`, else
+    /// `http://localhost:<port>`: never a Host a client made up.
     #[arg(long, env = "SHORTENER_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// Hosts (without port) whose Host header may form `short_url` when `--public-url` is
+    /// not set; comma separated.
+    #[arg(
+        long,
+        env = "SHORTENER_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,[::1]"
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Bearer tokens accepted for creates and deletes, comma separated (several, so a token
+    /// can be rotated without downtime). Never logged.
+    #[arg(
+        long,
+        env = "SHORTENER_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<ApiToken>,
+
+    /// A file of more accepted tokens, one per line (e.g. a mounted Secret).
+    #[arg(long, env = "SHORTENER_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
+
+    /// One more accepted token: the operator sets it from its per-release Secret so its
+    /// smoke test can create a URL. Never logged.
+    #[arg(long, env = "SHORTENER_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<ApiToken>,
+
+    /// Serve creates and deletes without a token. For local runs only; logged as a WARN.
+    #[arg(long, env = "SHORTENER_ALLOW_ANONYMOUS_WRITES")]
+    pub allow_anonymous_writes: bool,
+
+    /// Writes (creates and deletes, with or without a valid token) one client IP may make per
+    /// second on average; 0 turns the limit off.
+    #[arg(long, env = "SHORTENER_WRITE_RATE_LIMIT", default_value_t = 50)]
+    pub write_rate_limit: u32,
+
+    /// Writes one client IP may make at once above the average rate.
+    #[arg(long, env = "SHORTENER_WRITE_BURST", default_value_t = 100)]
+    pub write_burst: u32,
+
+    /// A connection that has started sending a request's headers must finish them within
+    /// this time, or it is closed.
+    #[arg(long, env = "SHORTENER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// A request's body must arrive within this time of its headers, or it is answered 408.
+    #[arg(long, env = "SHORTENER_BODY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// A keep-alive connection with no request for this long is closed. Longer than the
+    /// usual load balancer idle timeout (60 s), so the balancer, not us, closes first.
+    #[arg(long, env = "SHORTENER_IDLE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Open connections at most; a connection over the cap is answered 503 and closed.
+    #[arg(long, env = "SHORTENER_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+
+    /// Time a resolved redirect is served from memory before the store is asked again: how
+    /// long a delete made through another replica may take to be seen here.
+    #[arg(long, env = "SHORTENER_REDIRECT_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub redirect_cache_ttl: Duration,
+
+    /// Memory for cached redirects, in MiB; 0 turns the cache off.
+    #[arg(long, env = "SHORTENER_REDIRECT_CACHE_MIB", default_value_t = 32)]
+    pub redirect_cache_mib: u64,
 
     /// Log line format.
     #[arg(long, env = "SHORTENER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -67,6 +138,25 @@ pub struct Config {
     /// Version reported in logs and `shortener_build_info{version}`.
     #[arg(long, env = "SHORTENER_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
     pub release_version: String,
+}
+
+/// A bearer token. Its `Debug` hides the value, so printing the config never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(pub String);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for ApiToken {
+    type Err = std::convert::Infallible;
+
+    /// Checked later, with the file's tokens, by `auth::Tokens::new`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,6 +186,21 @@ mod tests {
         assert!(c.group_commit);
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.public_url, None);
+        assert_eq!(c.allowed_hosts, ["localhost", "127.0.0.1", "[::1]"]);
+        assert!(c.api_tokens.is_empty() && !c.allow_anonymous_writes);
+    }
+
+    #[test]
+    fn tokens_are_a_comma_separated_list_and_never_printed() {
+        let c = Config::try_parse_from([
+            "shortener",
+            "--api-tokens",
+            "first-token-0123456789,second-token-0123456789",
+        ])
+        .unwrap();
+        assert_eq!(c.api_tokens.len(), 2);
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("first-token"), "{printed}");
     }
 
     #[test]

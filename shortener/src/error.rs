@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONNECTION;
+use axum::http::header::{CONNECTION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -38,6 +38,12 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("request took longer than {0:?}")]
     Timeout(std::time::Duration),
+    #[error("the request body arrived too slowly")]
+    BodyTimeout,
+    #[error("{}", unauthorized_message(.invalid))]
+    Unauthorized { invalid: bool },
+    #[error("too many writes from this client; retry in {}s", retry_after_secs(.0))]
+    RateLimited(std::time::Duration),
     #[error("not ready: {0}")]
     NotReady(String),
     /// The database cannot serve now (unreachable, restarting, read-only). The detail is
@@ -65,6 +71,9 @@ impl AppError {
             Self::Timeout(_) | Self::NotReady(_) | Self::StoreUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,11 +93,28 @@ impl AppError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Timeout(_) => "timeout",
+            Self::BodyTimeout => "body_timeout",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::RateLimited(_) => "rate_limited",
             Self::NotReady(_) => "not_ready",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal",
         }
     }
+}
+
+fn unauthorized_message(invalid: &bool) -> &'static str {
+    if *invalid {
+        "the bearer token is not valid"
+    } else {
+        "this request needs Authorization: Bearer <token>"
+    }
+}
+
+/// Whole seconds to wait, at least 1 (`Retry-After` has no fractions).
+fn retry_after_secs(wait: &std::time::Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
 }
 
 /// Carried on a 500 response so the request-logging middleware can log the detail once,
@@ -122,7 +148,29 @@ impl IntoResponse for AppError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if matches!(self, Self::PayloadTooLarge | Self::UnsupportedMediaType) {
+        match &self {
+            Self::Unauthorized { invalid } => {
+                // RFC 6750 §3: the scheme, and `invalid_token` when one was presented.
+                let value = if *invalid {
+                    r#"Bearer realm="shortener", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="shortener""#
+                };
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static(value));
+            }
+            Self::RateLimited(wait) => {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+            }
+            _ => {}
+        }
+        if matches!(
+            self,
+            Self::PayloadTooLarge | Self::UnsupportedMediaType | Self::BodyTimeout
+        ) {
             // The body was left unread, so the connection cannot carry another request; say so,
             // or a client may reuse it and lose its next request to the close.
             response

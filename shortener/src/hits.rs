@@ -24,7 +24,13 @@ pub struct HitCounter {
 impl HitCounter {
     pub fn record(&self, slug: &str) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        *pending.entry(slug.to_owned()).or_default() += 1;
+        // No allocation for a slug already counted since the last flush (the common case).
+        match pending.get_mut(slug) {
+            Some(n) => *n += 1,
+            None => {
+                pending.insert(slug.to_owned(), 1);
+            }
+        }
     }
 
     pub fn forget(&self, slug: &str) {

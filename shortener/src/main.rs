@@ -1,12 +1,15 @@
 //! The URL shortener the ShortenerRelease operator deploys. See shortener/README.md.
 
 mod app;
+mod auth;
+mod cache;
 mod config;
 mod error;
 mod fault;
 mod hits;
 mod metrics;
 mod routes;
+mod serve;
 mod server;
 mod slug;
 mod store;
@@ -20,7 +23,8 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = config::Config::parse();
-    telemetry::init(config.log_format);
+    // Held to the end: dropping it flushes the log lines still queued.
+    let _log_writer = telemetry::init(config.log_format);
     match server::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

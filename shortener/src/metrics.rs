@@ -1,10 +1,26 @@
 //! Prometheus metrics, in a registry of their own. Names are part of docs/contracts.md: the
 //! operator's analysis queries them.
 
+use axum::http::Method;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// The `method` label of a request: one of a fixed set, so a client sending made-up methods
+/// cannot create new series (each one costs memory until the process exits).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("metrics: {0}")]
@@ -17,6 +33,8 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub in_flight: IntGaugeVec,
     pub urls: IntGauge,
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounter,
 }
 
 impl Metrics {
@@ -48,6 +66,12 @@ impl Metrics {
             &["route"],
         )?;
         let urls = IntGauge::new("shortener_urls_total", "Short URLs in the store")?;
+        let connections_open =
+            IntGauge::new("shortener_connections_open", "Client connections open now")?;
+        let connections_refused = IntCounter::new(
+            "shortener_connections_refused_total",
+            "Connections answered 503 and closed because --max-connections were open",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "shortener_build_info",
@@ -61,12 +85,16 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(urls.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
         Ok(Self {
             registry,
             requests,
             duration,
             in_flight,
             urls,
+            connections_open,
+            connections_refused,
         })
     }
 
@@ -78,5 +106,33 @@ impl Metrics {
             encoder.format_type().to_owned(),
             String::from_utf8_lossy(&buf).into_owned(),
         ))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_a_fixed_set() {
+        for (method, label) in [
+            ("GET", "GET"),
+            ("HEAD", "HEAD"),
+            ("POST", "POST"),
+            ("PUT", "PUT"),
+            ("DELETE", "DELETE"),
+            ("PATCH", "PATCH"),
+            ("OPTIONS", "OPTIONS"),
+            ("TRACE", "other"),
+            ("CONNECT", "other"),
+            ("get", "other"),
+            ("XYZZY", "other"),
+        ] {
+            assert_eq!(
+                method_label(&Method::from_bytes(method.as_bytes()).unwrap()),
+                label
+            );
+        }
     }
 }

@@ -6,10 +6,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::app::{self, AppState};
+use crate::auth::{TokenError, Tokens, WriteLimiter};
+use crate::cache::RedirectCache;
 use crate::config::Config;
 use crate::fault::{FaultParseError, Faults};
 use crate::hits::HitCounter;
 use crate::metrics::{Metrics, MetricsError};
+use crate::routes::ShortUrls;
+use crate::serve::{self, Limits};
 use crate::store::{Location, LocationError, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,10 @@ pub enum StartError {
     #[error("invalid --public-url {0:?}: must be an absolute http(s) URL")]
     PublicUrl(String),
     #[error(transparent)]
+    Tokens(#[from] TokenError),
+    #[error("--max-connections must be at least 1")]
+    NoConnections,
+    #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error("server: {0}")]
     Serve(std::io::Error),
@@ -51,11 +59,20 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map(|u| {
             let trimmed = u.trim_end_matches('/');
             match url::Url::parse(trimmed) {
-                Ok(p) if matches!(p.scheme(), "http" | "https") => Ok(Arc::from(trimmed)),
+                Ok(p) if matches!(p.scheme(), "http" | "https") => Ok(trimmed.to_owned()),
                 _ => Err(StartError::PublicUrl(u.to_owned())),
             }
         })
         .transpose()?;
+    let tokens = Tokens::new(
+        &config.api_tokens,
+        config.api_tokens_file.as_deref(),
+        config.operator_token.as_ref(),
+        config.allow_anonymous_writes,
+    )?;
+    if config.max_connections == 0 {
+        return Err(StartError::NoConnections);
+    }
     let location = Location::from_arg(&config.store)?;
     let shown = location.to_string();
     let store = Store::open(location, config.group_commit)
@@ -68,49 +85,81 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let hits = Arc::new(HitCounter::default());
     let flusher = hits.spawn_flusher(Arc::clone(&store));
 
-    let state = AppState {
-        store: Arc::clone(&store),
-        hits: Arc::clone(&hits),
-        metrics,
-        faults: Arc::new(faults),
-        public_url,
-        request_timeout: config.request_timeout,
-        draining: Arc::default(),
-    };
-    let draining = Arc::clone(&state.draining);
+    let write_limiter = WriteLimiter::new(config.write_rate_limit, config.write_burst);
+    let sweeper = write_limiter.spawn_sweeper();
     let addr = SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(StartError::Serve)?;
+    let short_urls = ShortUrls {
+        public: public_url,
+        allowed_hosts: config
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        // The port actually bound (`--port 0` picks one).
+        fallback: format!("http://localhost:{}", local.port()),
+    };
+    let state = AppState {
+        store: Arc::clone(&store),
+        hits: Arc::clone(&hits),
+        metrics: Arc::clone(&metrics),
+        faults: Arc::new(faults),
+        short_urls: Arc::new(short_urls),
+        tokens,
+        write_limiter,
+        redirects: RedirectCache::new(
+            config.redirect_cache_mib.saturating_mul(1024 * 1024),
+            config.redirect_cache_ttl,
+        ),
+        request_timeout: config.request_timeout,
+        body_read_timeout: config.body_read_timeout,
+        draining: Arc::default(),
+    };
+    let draining = Arc::clone(&state.draining);
     if !state.faults.is_empty() {
         tracing::warn!(fault = %state.faults, "fault injection is on");
+    }
+    if state.tokens.is_empty() {
+        tracing::warn!(
+            "--allow-anonymous-writes: creates and deletes need no token; anyone who reaches this port can change links"
+        );
     }
     tracing::info!(
         addr = %local,
         version = config.release_version,
         store = %store.location(),
         group_commit = store.group_commit(),
+        api_tokens = state.tokens.len(),
         "listening"
     );
 
-    axum::serve(listener, app::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            draining.store(true, std::sync::atomic::Ordering::SeqCst);
-            if !config.shutdown_delay.is_zero() {
-                tracing::info!(
-                    delay = ?config.shutdown_delay,
-                    "not ready; serving on until the load balancer has let go"
-                );
-                tokio::time::sleep(config.shutdown_delay).await;
-            }
-            tracing::info!("draining in-flight requests");
-        })
-        .await
-        .map_err(StartError::Serve)?;
+    let limits = Limits {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
+    serve::serve(listener, app::router(state), limits, metrics, async move {
+        shutdown_signal().await;
+        draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        if !config.shutdown_delay.is_zero() {
+            tracing::info!(
+                delay = ?config.shutdown_delay,
+                "not ready; serving on until the load balancer has let go"
+            );
+            tokio::time::sleep(config.shutdown_delay).await;
+        }
+        tracing::info!("draining in-flight requests");
+    })
+    .await;
 
     flusher.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     if let Err(e) = hits.flush(&store).await {
         tracing::warn!(error = %e, "could not save the last hit counts");
     }

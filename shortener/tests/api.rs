@@ -145,31 +145,55 @@ async fn sqlite_readyz_fails_when_the_store_file_disappears() {
 }
 
 #[tokio::test]
-async fn text_and_json_logs_carry_one_line_per_request() {
+async fn request_lines_are_debug_text_or_json() {
     let (_dir, store) = temp_store();
     let c = client();
 
-    let s = Server::start_ready(&store, &[]).await;
+    let s = Server::start_ready(&store, &[("RUST_LOG", "debug")]).await;
     assert_eq!(resolve(&c, &s, "nope").await.0, 404);
     common::eventually("the request is logged", || async {
-        s.logs()
-            .iter()
-            .any(|l| l.contains("INFO") && l.contains("GET /nope 404") && l.contains("latency_ms="))
+        s.logs().iter().any(|l| {
+            l.contains("DEBUG") && l.contains("GET /nope 404") && l.contains("latency_ms=")
+        })
     })
     .await;
     drop(s);
 
-    let s = Server::start_with_args(&store, &[], &["--log-format", "json"]);
+    let s = Server::start_with_args(&store, &[("RUST_LOG", "debug")], &["--log-format", "json"]);
     s.wait_ready().await;
     assert_eq!(resolve(&c, &s, "nope").await.0, 404);
     common::eventually("the request is logged as JSON", || async {
         s.logs().iter().any(|l| {
             serde_json::from_str::<Value>(l).is_ok_and(|v| {
-                v["level"] == "INFO"
+                v["level"] == "DEBUG"
                     && v["message"] == "GET /nope 404"
                     && v["span"]["route"] == "/{slug}"
             })
         })
     })
     .await;
+}
+
+#[tokio::test]
+async fn at_the_default_level_a_redirect_logs_nothing() {
+    let (_dir, store) = temp_store();
+    let c = client();
+    let s = Server::start_ready(&store, &[]).await;
+    let slug = common::create_ok(&c, &s, "https://example.com/quiet", None).await;
+    assert_eq!(resolve(&c, &s, &slug).await.0, 308);
+    assert_eq!(resolve(&c, &s, "nope").await.0, 404);
+    // A line that is logged after the requests, so the check below sees everything before it.
+    s.sigterm();
+    common::eventually("the server stops", || async {
+        s.logs().iter().any(|l| l.contains("stopped"))
+    })
+    .await;
+    let logs = s.logs();
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.contains(&format!("/{slug}")) || l.contains("/nope")),
+        "{}",
+        logs.join("\n")
+    );
 }

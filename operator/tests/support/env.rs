@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -280,6 +280,32 @@ impl Env {
         let spec = svc.spec.unwrap();
         let port = spec.ports.unwrap()[0].port;
         format!("{}:{port}", spec.cluster_ip.unwrap())
+    }
+
+    /// The token in the Secret the operator keeps for the release.
+    pub async fn api_token(&self) -> String {
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .get(&operator::api_token::secret_name(NAME))
+            .await
+            .unwrap();
+        operator::api_token::token_of(&secret).expect("a token in the release's Secret")
+    }
+
+    /// Waits for a Warning Event with `reason`: the operator writes Events after the status,
+    /// so a phase seen in the status does not mean its Event is there yet.
+    pub async fn wait_warning(&self, reason: &str) {
+        eventually(
+            &format!("a Warning Event {reason}"),
+            Duration::from_secs(15),
+            || async {
+                self.warning_reasons()
+                    .await
+                    .iter()
+                    .any(|r| r == reason)
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     pub async fn warning_reasons(&self) -> Vec<String> {

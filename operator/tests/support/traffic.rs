@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::env::Env;
 use super::eventually;
 
 /// What the steady client saw.
@@ -27,7 +28,15 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    pub fn start(addr: String) -> Traffic {
+    /// Starts against the release's active Service, with the API token the operator made
+    /// for the release (writes need one).
+    pub async fn start(env: &Env) -> Traffic {
+        let addr = env.active_address().await;
+        let token = env.api_token().await;
+        Self::start_at(addr, token)
+    }
+
+    pub fn start_at(addr: String, token: String) -> Traffic {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (tally.clone(), stop.clone());
@@ -43,7 +52,7 @@ impl Traffic {
             let mut i = 0u64;
             while !s.load(Ordering::SeqCst) {
                 i += 1;
-                let ok = one_request(&http, &addr, i).await;
+                let ok = one_request(&http, &addr, &token, i).await;
                 let mut tally = t.lock().await;
                 if ok {
                     tally.ok += 1;
@@ -81,10 +90,11 @@ impl Traffic {
     }
 }
 
-pub async fn one_request(http: &reqwest::Client, addr: &str, i: u64) -> bool {
+pub async fn one_request(http: &reqwest::Client, addr: &str, token: &str, i: u64) -> bool {
     let target = format!("https://example.com/e2e/{i}");
     let Ok(resp) = http
         .post(format!("http://{addr}/api/v1/urls"))
+        .bearer_auth(token)
         .json(&json!({ "url": target }))
         .send()
         .await

@@ -8,8 +8,8 @@
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, LOCATION};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -18,28 +18,62 @@ use crate::error::AppError;
 use crate::slug;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/{slug}", get(resolve))
+    Router::new().route("/{slug}", get(resolve).head(peek))
 }
 
+/// `GET /{slug}`: the redirect, counted as a hit.
 async fn resolve(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, AppError> {
+    let (slug, location) = lookup(&state, "GET", path).await?;
+    state.hits.record(&slug);
+    Ok(redirect(location))
+}
+
+/// `HEAD /{slug}`: the same answer without the body, and not a hit: link checkers and
+/// previews ask HEAD, and nobody followed the link.
+async fn peek(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, AppError> {
+    let (_, location) = lookup(&state, "HEAD", path).await?;
+    Ok(redirect(location))
+}
+
+async fn lookup(
+    state: &AppState,
+    method: &str,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<(String, HeaderValue), AppError> {
     let Path(slug) = path.map_err(|_| AppError::NoRoute)?;
-    state.api_fault("GET", "/{slug}", true).await?;
+    state.api_fault(method, "/{slug}", true).await?;
     // No slug longer than this was ever accepted, so don't ask the store about it.
     if slug.len() > slug::MAX_LEN {
         return Err(AppError::NotFound(slug));
     }
+    if let Some(location) = state.redirects.get(&slug) {
+        return Ok((slug, location));
+    }
+    let ticket = state.redirects.ticket();
     let url = state
         .store
         .resolve(slug.clone())
         .await?
         .ok_or_else(|| AppError::NotFound(slug.clone()))?;
-    state.hits.record(&slug);
-    Ok((
+    let location = HeaderValue::try_from(url)
+        .map_err(|e| AppError::Internal(format!("stored URL for {slug:?} is not a header: {e}")))?;
+    state.redirects.insert(ticket, &slug, location.clone());
+    Ok((slug, location))
+}
+
+fn redirect(location: HeaderValue) -> Response {
+    (
         StatusCode::PERMANENT_REDIRECT,
-        [(LOCATION, url), (CACHE_CONTROL, "no-store".to_owned())],
+        [
+            (LOCATION, location),
+            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
     )
-        .into_response())
+        .into_response()
 }

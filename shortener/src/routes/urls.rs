@@ -116,7 +116,10 @@ async fn remove(
     state
         .api_fault("DELETE", "/api/v1/urls/{slug}", false)
         .await?;
-    if !state.store.delete(slug.clone()).await? {
+    let deleted = state.store.delete(slug.clone()).await?;
+    // Also when another replica deleted it first: this one may still cache it.
+    state.redirects.invalidate(&slug);
+    if !deleted {
         return Err(AppError::NotFound(slug));
     }
     state.hits.forget(&slug);

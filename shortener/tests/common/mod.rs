@@ -18,10 +18,24 @@ const CONTRACT_ENV: &[&str] = &[
     "SHORTENER_PORT",
     "SHORTENER_STORE",
     "SHORTENER_PUBLIC_URL",
+    "SHORTENER_ALLOWED_HOSTS",
     "SHORTENER_LOG_FORMAT",
     "SHORTENER_FAULT",
     "SHORTENER_VERSION",
     "SHORTENER_REQUEST_TIMEOUT",
+    "SHORTENER_SHUTDOWN_DELAY",
+    "SHORTENER_API_TOKENS",
+    "SHORTENER_API_TOKENS_FILE",
+    "SHORTENER_OPERATOR_TOKEN",
+    "SHORTENER_ALLOW_ANONYMOUS_WRITES",
+    "SHORTENER_WRITE_RATE_LIMIT",
+    "SHORTENER_WRITE_BURST",
+    "SHORTENER_HEADER_READ_TIMEOUT",
+    "SHORTENER_BODY_READ_TIMEOUT",
+    "SHORTENER_IDLE_TIMEOUT",
+    "SHORTENER_MAX_CONNECTIONS",
+    "SHORTENER_REDIRECT_CACHE_TTL",
+    "SHORTENER_REDIRECT_CACHE_MIB",
     "SHORTENER_GROUP_COMMIT",
     "PGHOST",
     "PGPORT",
@@ -29,6 +43,16 @@ const CONTRACT_ENV: &[&str] = &[
     "PGPASSWORD",
     "PGDATABASE",
     "RUST_LOG",
+];
+
+/// The token every test server accepts and [`client`] sends.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Defaults for test servers, before each test's own env (which may override them): a
+/// token, and no write rate limit (tests create faster than a user would).
+const TEST_DEFAULTS: &[(&str, &str)] = &[
+    ("SHORTENER_API_TOKENS", TOKEN),
+    ("SHORTENER_WRITE_RATE_LIMIT", "0"),
 ];
 
 pub struct Server {
@@ -68,6 +92,7 @@ fn spawn_via(
     cmd.args(["--host", "127.0.0.1", "--port", "0", "--store"])
         .arg(&store.arg)
         .args(args)
+        .envs(TEST_DEFAULTS.iter().copied())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -232,13 +257,28 @@ fn listening_addr(line: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A client sending the test servers' [`TOKEN`] with every request.
 pub fn client() -> reqwest::Client {
-    // The workspace's reqwest brings rustls without a crypto provider (see Cargo.toml).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+    );
+    client_builder()
+        .default_headers(headers)
         .build()
         .expect("client")
+}
+
+/// A client without credentials.
+pub fn anonymous_client() -> reqwest::Client {
+    client_builder().build().expect("client")
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    // The workspace's reqwest brings rustls without a crypto provider (see Cargo.toml).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
 }
 
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
