@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: test lint unit demo chart-test crds crd-check e2e deps
-test: deps lint unit store-pg-test crd-check chart-test testenv-test e2e plugin-test chart-e2e
+test: deps lint unit store-pg-test crd-check chart-test argocd-health-test testenv-test e2e plugin-test chart-e2e
 
 # What a fresh machine lacks (apt packages, helm, PyYAML); idempotent, quick when all is there.
 deps:
@@ -60,6 +60,11 @@ plugin-test:
 	$(MAKE) --no-print-directory cluster-up || exit 1; \
 	$(CARGO) test -p operator --test plugin -- --ignored --test-threads=1; rc=$$?; \
 	[[ $$up == 1 ]] || $(MAKE) --no-print-directory cluster-down; exit $$rc
+
+# The Argo CD health check (docs/argocd-health/health.lua) against sample statuses (Lua 5.4).
+.PHONY: argocd-health-test
+argocd-health-test:
+	bash scripts/check-argocd-health.sh
 
 # Helm chart, alert rules (promtool) and dashboard checks; no cluster needed.
 chart-test:

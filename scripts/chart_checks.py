@@ -178,9 +178,11 @@ def check_rendered(path, values_set, rules_out, strict_flags):
             fail(f"default: expected the view and edit aggregated ClusterRoles, got {len(aggregated)}")
     want_aggregated = {
         "view": ({"view", "edit", "admin"}, {("shortener.dev", "shortenerreleases"): {"get", "list", "watch"},
-                                             ("shortener.dev", "shortenerreleases/status"): {"get", "list", "watch"}}),
+                                             ("shortener.dev", "shortenerreleases/status"): {"get", "list", "watch"},
+                                             ("shortener.dev", "shortenerreleases/scale"): {"get", "list", "watch"}}),
         "edit": ({"edit", "admin"}, {("shortener.dev", "shortenerreleases"):
-                                     {"create", "update", "patch", "delete", "deletecollection"}}),
+                                     {"create", "update", "patch", "delete", "deletecollection"},
+                                     ("shortener.dev", "shortenerreleases/scale"): {"update", "patch"}}),
     }
     for role in aggregated:
         kind = role["metadata"]["name"].rsplit("-", 1)[-1]

@@ -8,6 +8,8 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 # PostgreSQL server binaries, for the store tests on PostgreSQL (scripts/pg.sh). Some machines
 # ship them on PATH; Debian's package keeps them in /usr/lib/postgresql/*/bin.
 command -v pg_ctl >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
+# A Lua interpreter, for the Argo CD health check's tests (scripts/check-argocd-health.sh).
+command -v lua5.4 >/dev/null || command -v lua5.3 >/dev/null || command -v lua5.1 >/dev/null || command -v lua >/dev/null || need_apt+=(lua5.4)
 # Only for the real node (`install-deps.sh real`: make test-real, make images): containerd, runc (crun cannot run
 # on this machine kind's hybrid cgroups), the CNI plugins, iptables for kube-proxy, buildah.
 if [[ ${1:-} == real ]]; then

@@ -45,6 +45,7 @@ pub async fn release(cached: &ShortenerRelease, ctx: &Context) -> Result<Action>
         .ok_or(Error::MissingField("metadata.uid"))?;
     let token = api_token::ensure(ctx, &ns, &name, owner).await?;
     let input = Input {
+        name: &name,
         spec,
         generation: sr.metadata.generation,
         status: &status,

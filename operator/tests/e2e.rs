@@ -1277,3 +1277,197 @@ async fn s13_rolling_release_rolls_back_a_crash_loop_in_place() {
     );
     env.cleanup().await;
 }
+
+/// `kubectl` against testenv, in the scenario's namespace.
+async fn kubectl(env: &Env, args: &[&str]) -> std::process::Output {
+    Command::new(root().join("testenv/bin/kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["-n", &env.ns])
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// `kubectl shortener status web --wait`: its exit code and output.
+async fn plugin_wait(env: &Env, timeout: &str) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-shortener"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args([
+            "-n",
+            &env.ns,
+            "status",
+            NAME,
+            "--wait",
+            "--timeout",
+            timeout,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// Ready, non-terminating pods matching `selector` (the scale subresource's).
+async fn ready_pods(env: &Env, selector: &str) -> usize {
+    use k8s_openapi::api::core::v1::Pod;
+    Api::<Pod>::namespaced(env.client.clone(), &env.ns)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count()
+}
+
+/// `kubectl scale sr/web --replicas=3` on a Healthy release: the serving revision grows to
+/// 3 ready pods in place (no new revision, same pod template hash), and the scale
+/// subresource reports them with the selector a HorizontalPodAutoscaler would use.
+async fn scale_in_place(env: &Env) -> String {
+    let before = env
+        .wait_phase(Phase::Healthy, Duration::from_secs(30))
+        .await;
+    let history = before.status.as_ref().unwrap().history.clone();
+    let out = kubectl(env, &["scale", "sr/web", "--replicas=3"]).await;
+    assert!(
+        out.status.success(),
+        "kubectl scale: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sr = env
+        .wait("3 serving replicas", Duration::from_secs(90), |sr| {
+            sr.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Healthy && s.replicas == Some(3))
+        })
+        .await;
+    let st = sr.status.unwrap();
+    assert_eq!(
+        st.history, history,
+        "no new revision, nothing rolled out again"
+    );
+    let selector = st.selector.clone().expect("status.selector");
+    assert_eq!(ready_pods(env, &selector).await, 3, "selector {selector}");
+    let path = format!(
+        "/apis/shortener.dev/v1alpha1/namespaces/{}/shortenerreleases/web/scale",
+        env.ns
+    );
+    let out = kubectl(env, &["get", "--raw", &path]).await;
+    let scale: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(scale["spec"]["replicas"], 3, "{scale}");
+    assert_eq!(scale["status"]["replicas"], 3, "{scale}");
+    assert_eq!(scale["status"]["selector"], selector.as_str(), "{scale}");
+    selector
+}
+
+/// A crash-looping release applied right after a Healthy one: `status --wait` does not take
+/// the previous generation's Healthy for an answer, and exits 2 (RolledBack); `kubectl wait`
+/// on `Stalled`, or on `Reconciling=False` followed by `Ready`, reports the failure too.
+async fn failure_is_reported(env: &Env, spec: serde_json::Value) {
+    env.apply(spec).await.unwrap();
+    let (code, text) = plugin_wait(env, "3m").await;
+    assert_eq!(
+        code,
+        Some(2),
+        "status --wait on a rolled-back release: {text}"
+    );
+    assert!(text.contains("RolledBack"), "{text}");
+    let out = kubectl(
+        env,
+        &["wait", "--for=condition=Stalled", "sr/web", "--timeout=10s"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "kubectl wait Stalled: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(
+        env,
+        &[
+            "wait",
+            "--for=condition=Reconciling=False",
+            "sr/web",
+            "--timeout=10s",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(
+        env,
+        &["wait", "--for=condition=Ready", "sr/web", "--timeout=1s"],
+    )
+    .await;
+    assert!(
+        !out.status.success(),
+        "Ready must not be met after a rollback"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s30_blue_green_scale_subresource_and_wait_for_a_failure() {
+    let env = Env::new("s30").await;
+    env.apply(env.spec("shortener:v1", &[])).await.unwrap();
+    let (code, text) = plugin_wait(&env, "3m").await;
+    assert_eq!(code, Some(0), "status --wait on a healthy release: {text}");
+    let selector = scale_in_place(&env).await;
+    assert!(selector.contains("shortener.dev/revision="), "{selector}");
+
+    // A good v2 cannot pass its 12 s bake within 1 s: the previous generation's Healthy is
+    // not taken for an answer, and the timeout has its own exit code; then it succeeds.
+    let mut v2 = env.spec("shortener:v2", &[]);
+    v2["replicas"] = json!(3);
+    env.apply(v2).await.unwrap();
+    let (code, text) = plugin_wait(&env, "1s").await;
+    assert_eq!(code, Some(6), "status --wait timing out: {text}");
+    assert!(text.contains("timed out"), "{text}");
+    let (code, text) = plugin_wait(&env, "3m").await;
+    assert_eq!(code, Some(0), "status --wait on healthy v2: {text}");
+
+    let mut v3 = env.spec("shortener:v3", &[("SHORTENER_FAULT", "crash-on-start")]);
+    v3["replicas"] = json!(3);
+    failure_is_reported(&env, v3).await;
+    // The stable revision still serves with the 3 replicas asked for.
+    let sr = env.srs.get(NAME).await.unwrap();
+    let st = sr.status.unwrap();
+    assert_eq!(st.phase, Phase::RolledBack);
+    assert_eq!(ready_pods(&env, st.selector.as_deref().unwrap()).await, 3);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s31_rolling_scale_subresource_and_wait_for_a_failure() {
+    let env = Env::new("s31").await;
+    env.apply(env.rolling_spec("shortener:v1", &[]))
+        .await
+        .unwrap();
+    let (code, text) = plugin_wait(&env, "3m").await;
+    assert_eq!(code, Some(0), "status --wait on a healthy release: {text}");
+    let selector = scale_in_place(&env).await;
+    assert_eq!(selector, format!("app.kubernetes.io/instance={NAME}"));
+
+    let mut v2 = env.rolling_spec("shortener:v2", &[("SHORTENER_FAULT", "crash-on-start")]);
+    v2["replicas"] = json!(3);
+    failure_is_reported(&env, v2).await;
+    env.cleanup().await;
+}

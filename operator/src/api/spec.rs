@@ -24,6 +24,13 @@ use super::status::ShortenerReleaseStatus;
     shortname = "sr",
     status = "ShortenerReleaseStatus",
     derive = "PartialEq",
+    // `kubectl scale sr NAME --replicas=N` and a HorizontalPodAutoscaler write
+    // `spec.replicas`; the serving revision is scaled in place, without a new rollout.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Stable",

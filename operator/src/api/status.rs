@@ -79,9 +79,19 @@ pub struct ShortenerReleaseStatus {
     /// Revision number that last passed its bake and serves when nothing is in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<i64>,
-    /// `Ready`, `Progressing` and `Degraded`, per Kubernetes API conventions.
+    /// `Ready`, `Progressing` and `Degraded`, per Kubernetes API conventions, and the
+    /// kstatus pair `Reconciling` (True while a rollout is under way) and `Stalled` (True
+    /// when nothing moves without outside help: rolled back, degraded, blocked, paused).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Ready pods of the revision(s) serving users: the scale subresource's
+    /// `status.replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Label selector (string form) of the serving pods: the scale subresource's
+    /// `labelSelectorPath`, for a HorizontalPodAutoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Revisions, oldest first, pruned to `spec.rollback.revisionHistoryLimit` (the stable
     /// and current revisions are always kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -104,7 +114,7 @@ pub struct ShortenerReleaseStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Ready`, `Progressing` or `Degraded`.
+    /// `Ready`, `Progressing`, `Degraded`, `Reconciling` or `Stalled`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.

@@ -38,8 +38,16 @@ pub enum Command {
         /// Release name; all releases in the namespace when omitted.
         name: Option<String>,
         /// Re-render on every change until Ctrl-C.
-        #[arg(short = 'w', long)]
+        #[arg(short = 'w', long, conflicts_with = "wait")]
         watch: bool,
+        /// Wait until the rollout of the current spec (status.observedGeneration ==
+        /// metadata.generation) has an outcome, then exit: 0 Healthy, 2 RolledBack,
+        /// 3 Degraded, 4 Blocked, 5 Paused, 6 timed out, 1 any other error.
+        #[arg(long, requires = "name")]
+        wait: bool,
+        /// How long `--wait` waits, e.g. 90s, 5m, 1h.
+        #[arg(long, default_value = "5m", value_parser = super::wait::parse_timeout, requires = "wait")]
+        timeout: std::time::Duration,
     },
     /// Revisions of a release, oldest first.
     History { name: String },

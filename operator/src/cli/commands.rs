@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -15,6 +16,7 @@ use super::connect::{Connection, connect};
 use super::controls::{self, Request};
 use super::error::{CliError, Result};
 use super::render::{self, IncidentView, ReleaseView};
+use super::wait::{self, Verdict};
 use crate::api::ShortenerRelease;
 
 const RELEASES: &str = "shortenerreleases.shortener.dev";
@@ -24,8 +26,18 @@ pub async fn run(cli: Cli) -> Result<()> {
     let conn = connect(&cli).await?;
     let out = cli.output;
     match cli.command {
-        Command::Status { name, watch: false } => status(&conn, name.as_deref(), out).await,
-        Command::Status { name, watch: true } => watch(&conn, name.as_deref(), out).await,
+        Command::Status {
+            name: Some(name),
+            wait: true,
+            timeout,
+            ..
+        } => wait(&conn, &name, timeout, out).await,
+        Command::Status {
+            name, watch: false, ..
+        } => status(&conn, name.as_deref(), out).await,
+        Command::Status {
+            name, watch: true, ..
+        } => watch(&conn, name.as_deref(), out).await,
         Command::History { name } => {
             let sr = get(&conn, &name).await?;
             let history = sr.status.map(|s| s.history).unwrap_or_default();
@@ -173,6 +185,75 @@ async fn watch(conn: &Connection, name: Option<&str>, out: Output) -> Result<()>
         print(&text)?;
         last = text;
     }
+}
+
+/// Waits until the rollout of the release's current generation has an outcome
+/// ([`wait::verdict`]), printing each phase it passes through; then the status, and an
+/// error with the outcome's exit code unless it is Healthy.
+async fn wait(conn: &Connection, name: &str, timeout: Duration, out: Output) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    // A first read turns a missing release or a 403 into the usual one-line error.
+    let mut sr = get(conn, name).await?;
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(releases(conn), config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut last = String::new();
+    loop {
+        let seen = progress_line(&sr);
+        if seen != last {
+            eprintln!("{seen}");
+            last = seen;
+        }
+        if let Some(verdict) = wait::verdict(sr.metadata.generation, sr.status.as_ref()) {
+            print(&render_views(&[ReleaseView::of(&sr)], true, out)?)?;
+            return match verdict {
+                Verdict::Healthy => Ok(()),
+                _ => {
+                    let status = sr.status.unwrap_or_default();
+                    Err(CliError::NotHealthy {
+                        name: name.into(),
+                        phase: status.phase.as_str(),
+                        message: status.message,
+                        verdict,
+                    })
+                }
+            };
+        }
+        let next = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => None,
+            event = stream.next() => Some(event),
+        };
+        match next {
+            None => {
+                return Err(CliError::Timeout {
+                    name: name.into(),
+                    secs: timeout.as_secs(),
+                    generation: sr.metadata.generation.unwrap_or_default(),
+                    last,
+                });
+            }
+            Some(None) => return Err(CliError::Watch("the watch ended".into())),
+            Some(Some(Ok(obj))) => sr = obj,
+            Some(Some(Err(e))) => eprintln!("watch interrupted, retrying: {e}"),
+        }
+    }
+}
+
+/// One line per change while waiting: generation, observed generation, phase, message.
+fn progress_line(sr: &ShortenerRelease) -> String {
+    let status = sr.status.clone().unwrap_or_default();
+    format!(
+        "{}: generation {}, observed {}: {} {}",
+        sr.name_any(),
+        sr.metadata.generation.unwrap_or_default(),
+        status
+            .observed_generation
+            .map_or_else(|| "none".to_string(), |g| g.to_string()),
+        status.phase.as_str(),
+        status.message
+    )
 }
 
 async fn incidents(conn: &Connection, name: &str, out: Output) -> Result<()> {

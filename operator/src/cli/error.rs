@@ -1,6 +1,9 @@
-//! The plugin's errors: each is printed as one line and exits with code 1.
+//! The plugin's errors: each is printed as one line and exits with code 1, except the
+//! outcomes of `status --wait` (see [`CliError::exit_code`]).
 
 use thiserror::Error;
+
+use super::wait::{EXIT_TIMEOUT, Verdict};
 
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
 
@@ -33,4 +36,32 @@ pub enum CliError {
     Render(String),
     #[error("watch failed: {0}")]
     Watch(String),
+    #[error("ShortenerRelease {name:?} is {phase}: {message}")]
+    NotHealthy {
+        name: String,
+        phase: &'static str,
+        message: String,
+        verdict: Verdict,
+    },
+    #[error(
+        "timed out after {secs}s waiting for {name:?} to finish rolling out generation {generation} (last seen: {last})"
+    )]
+    Timeout {
+        name: String,
+        secs: u64,
+        generation: i64,
+        last: String,
+    },
+}
+
+impl CliError {
+    /// The process exit code: `status --wait`'s outcomes have their own (see
+    /// [`Verdict::exit_code`]), every other error is 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::NotHealthy { verdict, .. } => verdict.exit_code(),
+            CliError::Timeout { .. } => EXIT_TIMEOUT,
+            _ => 1,
+        }
+    }
 }

@@ -9,6 +9,7 @@ pub mod connect;
 pub mod controls;
 pub mod error;
 pub mod render;
+pub mod wait;
 
 pub use args::Cli;
 pub use error::{CliError, Result};

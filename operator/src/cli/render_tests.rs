@@ -75,6 +75,8 @@ fn rolled_back() -> ReleaseView {
                 ledger: DowntimeLedger::default(),
             }),
             observed_retry: None,
+            replicas: None,
+            selector: None,
         }),
     }
 }

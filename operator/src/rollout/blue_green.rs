@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{ActiveService, DeploymentAction, RevisionObservation, Rules, Workload};
 use crate::api::ShortenerReleaseStatus;
+use crate::resources::{LABEL_INSTANCE, LABEL_REVISION, NO_REVISION};
 
 /// The `BlueGreen` strategy.
 pub(super) struct BlueGreen;
@@ -29,6 +30,13 @@ impl Rules for BlueGreen {
 
     fn active_service(&self, active: Option<String>) -> ActiveService {
         ActiveService::Revision(active)
+    }
+
+    fn selector(&self, name: &str, active: Option<&str>) -> String {
+        format!(
+            "{LABEL_INSTANCE}={name},{LABEL_REVISION}={}",
+            active.unwrap_or(NO_REVISION)
+        )
     }
 
     fn workload(

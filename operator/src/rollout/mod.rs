@@ -10,10 +10,12 @@
 //! - [`progress`]: start, wait for pods, smoke test, promote, bake, stable;
 //! - [`failure`]: failures before and after promotion, and staying failed;
 //! - [`manual`]: promote, abort and rollback-to by hand;
-//! - [`plan`]: which revisions run, Services, budget charge, history, conditions;
+//! - [`plan`]: which revisions run, Services, budget charge, history;
+//! - [`conditions`]: the status conditions per phase, kstatus's `Reconciling`/`Stalled` too;
 //! - [`blue_green`], [`rolling`]: one module per strategy (the [`Rules`] that differ).
 
 mod blue_green;
+pub mod conditions;
 mod failure;
 mod manual;
 mod plan;
@@ -86,6 +88,8 @@ pub struct Observed {
 /// The inputs of one decision.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {
+    /// The release's name (its pods' `app.kubernetes.io/instance` label).
+    pub name: &'a str,
     pub spec: &'a ShortenerReleaseSpec,
     pub generation: Option<i64>,
     pub status: &'a ShortenerReleaseStatus,
@@ -219,6 +223,9 @@ trait Rules: Sync {
     fn revisions_from_pods(&self) -> bool;
     /// What the active Service selects, given the revision with the traffic.
     fn active_service(&self, active: Option<String>) -> ActiveService;
+    /// The serving pods as a label selector string (`status.selector`, the scale
+    /// subresource's `labelSelectorPath`), given the revision with the traffic.
+    fn selector(&self, name: &str, active: Option<&str>) -> String;
     /// The workload: what to do with each revision's pods (`revisions`: per revision to
     /// run or retire), in the strategy's terms.
     fn workload(

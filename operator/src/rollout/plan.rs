@@ -2,11 +2,9 @@
 //! charge, history pruning and the conditions; the strategy turns the revisions to run into
 //! its workload.
 
-use k8s_openapi::jiff::Timestamp;
-
 use super::{Course, Decider, DeploymentAction, Health, Plan, Routing};
 use crate::api::reason;
-use crate::api::{Condition, Outcome, Phase, ShortenerReleaseStatus};
+use crate::api::{Outcome, ShortenerReleaseStatus};
 use crate::budget;
 
 impl Decider<'_> {
@@ -146,7 +144,8 @@ impl Decider<'_> {
         } else {
             self.condition_reason.clone()
         };
-        set_conditions(&mut self.st, &reason, self.input.generation, self.input.now);
+        super::conditions::set(&mut self.st, &reason, self.input.generation, self.input.now);
+        self.scale_status(routing.as_ref().and_then(|(active, _)| active.clone()));
         let workload = self.rules.workload(revisions, &self.st);
         let routing = routing.map(|(active, preview)| Routing {
             active: self.rules.active_service(active),
@@ -163,6 +162,19 @@ impl Decider<'_> {
             requeue: self.requeue,
             downtime_charged,
         }
+    }
+
+    /// The scale subresource's view: the ready pods serving users and their selector.
+    /// `active`: the revision the plan gives the traffic (else the stable one: paused).
+    fn scale_status(&mut self, active: Option<String>) {
+        let active = active.or_else(|| self.stable_hash());
+        let revisions = &self.input.observed.revisions;
+        self.st.replicas = Some(
+            active
+                .as_deref()
+                .map_or(0, |a| self.rules.serving_pods(revisions, a)),
+        );
+        self.st.selector = Some(self.rules.selector(self.input.name, active.as_deref()));
     }
 
     /// Charges what this step learnt to the SLA budget; returns the seconds charged.
@@ -217,49 +229,4 @@ fn prune_history(st: &mut ShortenerReleaseStatus, limit: i32) {
         i += 1;
         keep
     });
-}
-
-fn set_conditions(
-    st: &mut ShortenerReleaseStatus,
-    reason: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    let phase = st.phase;
-    let message = st.message.clone();
-    let ready = phase == Phase::Healthy;
-    let progressing = matches!(phase, Phase::Progressing | Phase::Analyzing);
-    let degraded = matches!(phase, Phase::Degraded | Phase::RolledBack);
-    let not_degraded = if degraded {
-        reason
-    } else {
-        reason::AS_EXPECTED
-    };
-    for (type_, on, why) in [
-        ("Ready", ready, reason),
-        ("Progressing", progressing, reason),
-        ("Degraded", degraded, not_degraded),
-    ] {
-        let status = if on { "True" } else { "False" };
-        let existing = st.conditions.iter_mut().find(|c| c.type_ == type_);
-        match existing {
-            Some(c) => {
-                if c.status != status {
-                    c.last_transition_time = now;
-                }
-                c.status = status.into();
-                c.reason = why.into();
-                c.message = message.clone();
-                c.observed_generation = generation;
-            }
-            None => st.conditions.push(Condition {
-                type_: type_.into(),
-                status: status.into(),
-                reason: why.into(),
-                message: message.clone(),
-                last_transition_time: now,
-                observed_generation: generation,
-            }),
-        }
-    }
 }

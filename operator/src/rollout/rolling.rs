@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{ActiveService, DeploymentAction, RevisionObservation, Rules, Workload};
 use crate::api::ShortenerReleaseStatus;
+use crate::resources::LABEL_INSTANCE;
 
 /// The `Rolling` strategy.
 pub(super) struct Rolling;
@@ -37,6 +38,11 @@ impl Rules for Rolling {
 
     fn active_service(&self, _active: Option<String>) -> ActiveService {
         ActiveService::Release
+    }
+
+    fn selector(&self, name: &str, _active: Option<&str>) -> String {
+        // What the active Service selects: every pod of the release.
+        format!("{LABEL_INSTANCE}={name}")
     }
 
     fn workload(

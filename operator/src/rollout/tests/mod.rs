@@ -7,6 +7,7 @@ mod gate;
 mod manual;
 mod progress;
 mod rolling;
+mod scale;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -90,6 +91,7 @@ impl World {
     fn step(&mut self) -> Plan {
         self.probes.clear();
         let input = Input {
+            name: "web",
             spec: &self.spec,
             generation: Some(1),
             status: &self.status,
