@@ -87,6 +87,12 @@ pub async fn revisions(
             observed.revisions.entry(hash.clone()).or_default().replicas =
                 Some(d.spec.replicas.unwrap_or(1));
         }
+        // Pods that cannot be created belong to the template's revision (with `Rolling`
+        // the one Deployment's current template: the new revision).
+        if let (Some(hash), Some(failure)) = (template_hash, create_failure(d)) {
+            let rev = observed.revisions.entry(hash.clone()).or_default();
+            rev.failure.get_or_insert(failure);
+        }
     }
     if rollout::revisions_from_pods(strategy) {
         for pod in &pods {
@@ -188,6 +194,31 @@ pub fn pod_failure(pod: &Pod) -> Option<PodFailure> {
     None
 }
 
+/// Pods of the Deployment cannot be created (admission refused them, a quota is full): the
+/// ReplicaSet controller's `FailedCreate`, which the Deployment controller copies into the
+/// Deployment's `ReplicaFailure` condition with the API server's message. Waiting would
+/// only reach `progressDeadlineSeconds`.
+pub fn create_failure(d: &Deployment) -> Option<PodFailure> {
+    let cond = d
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True"))?;
+    if cond.reason.as_deref() != Some("FailedCreate") {
+        return None;
+    }
+    Some(PodFailure {
+        reason: FailureReason::PodCreateFailed,
+        message: format!(
+            "pods of {} cannot be created: {}",
+            d.name_any(),
+            cond.message.as_deref().unwrap_or("no message")
+        ),
+    })
+}
+
 /// The pod template that ran under `hash`, without the label Kubernetes adds to it.
 pub async fn earlier_template(
     ctx: &Context,
@@ -230,6 +261,37 @@ mod tests {
             "name": "shortener", "image": "x", "imageID": "", "ready": false,
             "restartCount": 0, "state": {"waiting": {"reason": reason}}
         }]}))
+    }
+
+    fn deployment(conditions: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-abc"},
+            "spec": {"selector": {}, "template": {}},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn failed_create_is_a_pod_create_failure_with_the_api_servers_message() {
+        let msg = "pods \"web-abc-x\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false";
+        let d = deployment(serde_json::json!([
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetCreated"},
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": msg},
+        ]));
+        let f = create_failure(&d).unwrap();
+        assert_eq!(f.reason, FailureReason::PodCreateFailed);
+        assert!(f.message.contains("violates PodSecurity"), "{}", f.message);
+        assert!(f.message.contains("web-abc"), "{}", f.message);
+        let cleared = deployment(serde_json::json!([
+            {"type": "ReplicaFailure", "status": "False", "reason": "FailedCreate"},
+        ]));
+        assert!(create_failure(&cleared).is_none());
+        let other = deployment(serde_json::json!([
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedDelete"},
+        ]));
+        assert!(create_failure(&other).is_none());
+        assert!(create_failure(&deployment(serde_json::json!([]))).is_none());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 pub enum FailureReason {
     CrashLoop,
     ImagePullFailed,
+    /// The revision's pods cannot be created: admission (Pod Security, a webhook), quota.
+    PodCreateFailed,
     ProgressDeadlineExceeded,
     SmokeTestFailed,
     AnalysisFailed,
@@ -13,9 +15,10 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 6] = [
+    pub const ALL: [FailureReason; 7] = [
         FailureReason::CrashLoop,
         FailureReason::ImagePullFailed,
+        FailureReason::PodCreateFailed,
         FailureReason::ProgressDeadlineExceeded,
         FailureReason::SmokeTestFailed,
         FailureReason::AnalysisFailed,
@@ -26,6 +29,7 @@ impl FailureReason {
         match self {
             FailureReason::CrashLoop => "CrashLoop",
             FailureReason::ImagePullFailed => "ImagePullFailed",
+            FailureReason::PodCreateFailed => "PodCreateFailed",
             FailureReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
             FailureReason::SmokeTestFailed => "SmokeTestFailed",
             FailureReason::AnalysisFailed => "AnalysisFailed",

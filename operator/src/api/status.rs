@@ -147,7 +147,7 @@ pub struct RevisionRecord {
     pub image: String,
     /// How the rollout ended.
     pub outcome: Outcome,
-    /// Failure reason (`CrashLoop`, `ImagePullFailed`, `ProgressDeadlineExceeded`,
+    /// Failure reason (`CrashLoop`, `ImagePullFailed`, `PodCreateFailed`, `ProgressDeadlineExceeded`,
     /// `SmokeTestFailed`, `AnalysisFailed`, `Manual`) or another CamelCase reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
