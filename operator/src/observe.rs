@@ -199,13 +199,9 @@ pub fn pod_failure(pod: &Pod) -> Option<PodFailure> {
 /// Deployment's `ReplicaFailure` condition with the API server's message. Waiting would
 /// only reach `progressDeadlineSeconds`.
 pub fn create_failure(d: &Deployment) -> Option<PodFailure> {
-    let cond = d
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True"))?;
+    let cond = d.status.as_ref()?.conditions.as_ref()?.iter().find(|c| {
+        c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True")
+    })?;
     if cond.reason.as_deref() != Some("FailedCreate") {
         return None;
     }

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
-    PodTemplateSpec, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    Capabilities, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext, PodTemplateSpec,
+    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -105,7 +105,8 @@ pub fn apply(template: &mut PodTemplateSpec, spec: &ShortenerReleaseSpec) {
         c.env_from = non_empty(container_overlay.env_from.clone());
         c.volume_mounts = non_empty(mounts);
     }
-    pod.containers.extend(overlay.extra_containers.iter().cloned());
+    pod.containers
+        .extend(overlay.extra_containers.iter().cloned());
     pod.volumes = non_empty(volumes);
 }
 
@@ -250,7 +251,12 @@ mod tests {
         let t = template(serde_json::json!({"image": "shortener:v1",
             "env": [{"name": "SHORTENER_STORE", "value": "/tmp/x.db"}]}));
         let c = &t.spec.as_ref().unwrap().containers[0];
-        let stores: Vec<_> = c.env.iter().flatten().filter(|e| e.name == STORE_ENV).collect();
+        let stores: Vec<_> = c
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == STORE_ENV)
+            .collect();
         assert_eq!(stores.len(), 1);
         assert_eq!(stores[0].value.as_deref(), Some("/tmp/x.db"));
         assert_eq!(c.volume_mounts, None);
@@ -259,42 +265,52 @@ mod tests {
     #[test]
     fn overlay_fields_reach_the_pod_and_merge_over_the_defaults() {
         let t = template(serde_json::json!({"image": "shortener:v1",
-            "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
-            "resources": {"requests": {"cpu": 1, "memory": "64Mi"}},
-            "podTemplate": {
-                "metadata": {"labels": {"team": "links", "app.kubernetes.io/instance": "evil"},
-                             "annotations": {"a": "b"}},
-                "serviceAccountName": "shortener",
-                "automountServiceAccountToken": true,
-                "securityContext": {"runAsUser": 1000},
-                "nodeSelector": {"disk": "ssd"},
-                "affinity": {"nodeAffinity": {}},
-                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "links", "effect": "NoSchedule"}],
-                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}],
-                "imagePullSecrets": [{"name": "regcred"}],
-                "priorityClassName": "high",
-                "volumes": [{"name": "cache", "emptyDir": {}}],
-                "container": {
-                    "securityContext": {"readOnlyRootFilesystem": false},
-                    "envFrom": [{"configMapRef": {"name": "cm"}}],
-                    "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]
-                },
-                "extraContainers": [{"name": "proxy", "image": "envoy:1"}]
-            }}));
+        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        "resources": {"requests": {"cpu": 1, "memory": "64Mi"}},
+        "podTemplate": {
+            "metadata": {"labels": {"team": "links", "app.kubernetes.io/instance": "evil"},
+                         "annotations": {"a": "b"}},
+            "serviceAccountName": "shortener",
+            "automountServiceAccountToken": true,
+            "securityContext": {"runAsUser": 1000},
+            "nodeSelector": {"disk": "ssd"},
+            "affinity": {"nodeAffinity": {}},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "links", "effect": "NoSchedule"}],
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}],
+            "imagePullSecrets": [{"name": "regcred"}],
+            "priorityClassName": "high",
+            "volumes": [{"name": "cache", "emptyDir": {}}],
+            "container": {
+                "securityContext": {"readOnlyRootFilesystem": false},
+                "envFrom": [{"configMapRef": {"name": "cm"}}],
+                "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]
+            },
+            "extraContainers": [{"name": "proxy", "image": "envoy:1"}]
+        }}));
         let meta = t.metadata.clone().unwrap();
         let labels = meta.labels.unwrap();
         assert_eq!(labels["team"], "links");
-        assert_eq!(labels["app.kubernetes.io/instance"], "web", "operator labels win");
+        assert_eq!(
+            labels["app.kubernetes.io/instance"], "web",
+            "operator labels win"
+        );
         assert_eq!(meta.annotations.unwrap()["a"], "b");
         let pod = t.spec.unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("shortener"));
         assert_eq!(pod.automount_service_account_token, Some(true));
         let psc = pod.security_context.unwrap();
         assert_eq!(psc.run_as_user, Some(1000));
-        assert_eq!(psc.run_as_non_root, Some(true), "unset fields keep the default");
+        assert_eq!(
+            psc.run_as_non_root,
+            Some(true),
+            "unset fields keep the default"
+        );
         assert_eq!(pod.node_selector.unwrap()["disk"], "ssd");
         assert!(pod.affinity.is_some());
-        assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
+        assert_eq!(
+            pod.tolerations.unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
         assert_eq!(pod.topology_spread_constraints.unwrap()[0].max_skew, 1);
         assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
         assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
@@ -307,7 +323,12 @@ mod tests {
         assert_eq!(sc.read_only_root_filesystem, Some(false));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(c.env_from.clone().unwrap().len(), 1);
-        let mounts: Vec<_> = c.volume_mounts.iter().flatten().map(|m| m.mount_path.clone()).collect();
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.clone())
+            .collect();
         assert_eq!(mounts, vec!["/cache".to_string(), "/data".to_string()]);
         let token = c.env.iter().flatten().find(|e| e.name == "TOKEN").unwrap();
         assert_eq!(token.value, None, "valueFrom without a value");
@@ -320,10 +341,10 @@ mod tests {
     #[test]
     fn a_mount_on_the_store_dir_replaces_the_empty_dir() {
         let t = template(serde_json::json!({"image": "shortener:v1",
-            "podTemplate": {
-                "volumes": [{"name": "pvc", "persistentVolumeClaim": {"claimName": "data"}}],
-                "container": {"volumeMounts": [{"name": "pvc", "mountPath": "/data"}]}
-            }}));
+        "podTemplate": {
+            "volumes": [{"name": "pvc", "persistentVolumeClaim": {"claimName": "data"}}],
+            "container": {"volumeMounts": [{"name": "pvc", "mountPath": "/data"}]}
+        }}));
         let pod = t.spec.unwrap();
         let vols: Vec<_> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
         assert_eq!(vols, vec!["pvc".to_string()]);
@@ -333,7 +354,8 @@ mod tests {
     fn merge_replaces_scalars_and_lists_and_merges_objects() {
         let base = default_container_security();
         let over: SecurityContext = serde_json::from_value(serde_json::json!({
-            "capabilities": {"add": ["NET_BIND_SERVICE"]}, "privileged": false})).unwrap();
+            "capabilities": {"add": ["NET_BIND_SERVICE"]}, "privileged": false}))
+        .unwrap();
         let m = merged(base, Some(&over));
         let caps = m.capabilities.unwrap();
         assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));

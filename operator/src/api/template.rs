@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvFromSource, LocalObjectReference, PodSecurityContext,
-    SecurityContext, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
+    Affinity, Container, EnvFromSource, LocalObjectReference, PodSecurityContext, SecurityContext,
+    Toleration, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use kube::KubeSchema;
 use schemars::JsonSchema;
