@@ -73,6 +73,7 @@ import sys, yaml
 path, name, store = sys.argv[1:4]
 sr = yaml.safe_load(open(path))
 sr["metadata"]["name"] = name
+sr["spec"].pop("store", None)  # the store is this test's own file, given as env
 sr["spec"]["env"] = [e for e in sr["spec"].get("env", []) if e["name"] != "SHORTENER_STORE"]
 sr["spec"]["env"].append({"name": "SHORTENER_STORE", "value": store})
 yaml.safe_dump(sr, sys.stdout, sort_keys=False)
