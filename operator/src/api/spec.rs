@@ -122,8 +122,9 @@ pub struct ShortenerReleaseSpec {
     pub rolling: RollingSpec,
 
     /// Seconds a new revision may take to become ready and pass its smoke test before it
-    /// fails with `ProgressDeadlineExceeded`, 10..=3600. Default 120. Crash loops and
-    /// image pull errors fail at once, without waiting for this deadline.
+    /// fails with `ProgressDeadlineExceeded`, 10..=3600. Default 120. Crash loops,
+    /// image pull errors and pods refused at creation (`PodCreateFailed`) fail at once,
+    /// without waiting for this deadline.
     #[serde(default = "default_progress_deadline")]
     #[x_kube(validation = kube::core::Rule::new("self >= 10 && self <= 3600").message("spec.progressDeadlineSeconds must be between 10 and 3600"))]
     pub progress_deadline_seconds: i32,
