@@ -128,7 +128,7 @@ pub struct PodTemplateOverlay {
     /// Sidecars (Kubernetes containers, validated when the Deployment is written). Default
     /// none. They share the pod's security context but get no default container one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "preserved_list")]
+    #[schemars(schema_with = "containers_list")]
     pub extra_containers: Vec<Container>,
 }
 
@@ -172,31 +172,31 @@ pub struct ContainerOverlay {
     pub volume_mounts: Vec<VolumeMount>,
     /// Owned by the operator: refused (use `spec.image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved_any")]
+    #[schemars(schema_with = "any_string")]
     pub image: Option<serde_json::Value>,
     /// Owned by the operator: refused (use `spec.port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved_any")]
+    #[schemars(schema_with = "preserved_list")]
     pub ports: Option<serde_json::Value>,
     /// Owned by the operator: refused (use `spec.healthCheck.readinessPath`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved_any")]
+    #[schemars(schema_with = "preserved_object")]
     pub readiness_probe: Option<serde_json::Value>,
     /// Owned by the operator: refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved_any")]
+    #[schemars(schema_with = "preserved_object")]
     pub liveness_probe: Option<serde_json::Value>,
     /// Owned by the operator: refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved_any")]
+    #[schemars(schema_with = "preserved_object")]
     pub startup_probe: Option<serde_json::Value>,
     /// Refused: use `spec.env`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved_any")]
+    #[schemars(schema_with = "preserved_list")]
     pub env: Option<serde_json::Value>,
     /// Refused: use `spec.resources`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserved_any")]
+    #[schemars(schema_with = "preserved_object")]
     pub resources: Option<serde_json::Value>,
 }
 
@@ -215,10 +215,24 @@ fn preserved_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// Any value, kept as given so a CEL rule can refuse it by name (a field missing from the
-/// schema would be pruned silently instead).
-fn preserved_any(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+/// Containers kept as given, but with a typed name (CEL rules read it; Kubernetes requires it).
+fn containers_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
-        "x-kubernetes-preserve-unknown-fields": true,
+        "type": "array",
+        "maxItems": 16,
+        "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "maxLength": 63}},
+            "x-kubernetes-preserve-unknown-fields": true,
+        },
+    })
+}
+
+/// A string kept so a CEL rule can refuse it by name (a field missing from the schema would
+/// be pruned silently instead, and CEL sees only typed fields).
+fn any_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
     })
 }
