@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{EmbeddedStore, ShortenerReleaseSpec};
+use crate::api::ShortenerReleaseSpec;
 use crate::resources::APP_NAME;
 
 /// The variable the shortener reads its store from.
@@ -136,7 +136,7 @@ fn store_env(
             ..Default::default()
         });
     }
-    let path = store.embedded.unwrap_or_else(EmbeddedStore::default).path;
+    let path = store.embedded.unwrap_or_default().path;
     let dir = Path::new(&path)
         .parent()
         .map(|d| d.display().to_string())
