@@ -87,10 +87,17 @@ pub async fn revisions(
             observed.revisions.entry(hash.clone()).or_default().replicas =
                 Some(d.spec.replicas.unwrap_or(1));
         }
-        // Pods that cannot be created belong to the template's revision (with `Rolling`
-        // the one Deployment's current template: the new revision).
-        if let (Some(hash), Some(failure)) = (template_hash, create_failure(d)) {
-            let rev = observed.revisions.entry(hash.clone()).or_default();
+    }
+    // Pods that cannot be created, per revision: each ReplicaSet carries its template's
+    // revision label (with `Rolling` one Deployment has a ReplicaSet per revision, so the
+    // Deployment's copy of the condition could name an old one's failure).
+    let sets = Api::<ReplicaSet>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?;
+    for rs in &sets {
+        if let (Some(hash), Some(failure)) = (rs.labels().get(LABEL_REVISION), create_failure(rs))
+            && let Some(rev) = observed.revisions.get_mut(hash)
+        {
             rev.failure.get_or_insert(failure);
         }
     }
@@ -194,12 +201,16 @@ pub fn pod_failure(pod: &Pod) -> Option<PodFailure> {
     None
 }
 
-/// Pods of the Deployment cannot be created (admission refused them, a quota is full): the
-/// ReplicaSet controller's `FailedCreate`, which the Deployment controller copies into the
-/// Deployment's `ReplicaFailure` condition with the API server's message. Waiting would
-/// only reach `progressDeadlineSeconds`.
-pub fn create_failure(d: &Deployment) -> Option<PodFailure> {
-    let cond = d.status.as_ref()?.conditions.as_ref()?.iter().find(|c| {
+/// Pods of a revision cannot be created (admission refused them, a quota is full): the
+/// ReplicaSet controller's `ReplicaFailure` condition with reason `FailedCreate` and the API
+/// server's message (the Deployment controller copies it into the Deployment's conditions,
+/// whose update wakes the controller). Waiting would only reach `progressDeadlineSeconds`.
+/// A ReplicaSet scaled to zero wants no pods, so its stale condition is ignored.
+pub fn create_failure(rs: &ReplicaSet) -> Option<PodFailure> {
+    if rs.spec.replicas == Some(0) {
+        return None;
+    }
+    let cond = rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| {
         c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True")
     })?;
     if cond.reason.as_deref() != Some("FailedCreate") {
@@ -209,7 +220,7 @@ pub fn create_failure(d: &Deployment) -> Option<PodFailure> {
         reason: FailureReason::PodCreateFailed,
         message: format!(
             "pods of {} cannot be created: {}",
-            d.name_any(),
+            rs.name_any(),
             cond.message.as_deref().unwrap_or("no message")
         ),
     })
@@ -259,11 +270,11 @@ mod tests {
         }]}))
     }
 
-    fn deployment(conditions: serde_json::Value) -> Deployment {
+    fn replica_set(replicas: i32, conditions: serde_json::Value) -> ReplicaSet {
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web-abc"},
-            "spec": {"selector": {}, "template": {}},
-            "status": {"conditions": conditions},
+            "metadata": {"name": "web-abc-5d8f"},
+            "spec": {"replicas": replicas, "selector": {}},
+            "status": {"replicas": 0, "conditions": conditions},
         }))
         .unwrap()
     }
@@ -271,23 +282,28 @@ mod tests {
     #[test]
     fn failed_create_is_a_pod_create_failure_with_the_api_servers_message() {
         let msg = "pods \"web-abc-x\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false";
-        let d = deployment(serde_json::json!([
-            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetCreated"},
+        let failing = serde_json::json!([
             {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": msg},
-        ]));
-        let f = create_failure(&d).unwrap();
+        ]);
+        let f = create_failure(&replica_set(2, failing.clone())).unwrap();
         assert_eq!(f.reason, FailureReason::PodCreateFailed);
         assert!(f.message.contains("violates PodSecurity"), "{}", f.message);
-        assert!(f.message.contains("web-abc"), "{}", f.message);
-        let cleared = deployment(serde_json::json!([
-            {"type": "ReplicaFailure", "status": "False", "reason": "FailedCreate"},
-        ]));
+        assert!(f.message.contains("web-abc-5d8f"), "{}", f.message);
+        assert!(
+            create_failure(&replica_set(0, failing)).is_none(),
+            "scaled to zero: a stale condition"
+        );
+        let cleared = replica_set(
+            2,
+            serde_json::json!([{"type": "ReplicaFailure", "status": "False", "reason": "FailedCreate"}]),
+        );
         assert!(create_failure(&cleared).is_none());
-        let other = deployment(serde_json::json!([
-            {"type": "ReplicaFailure", "status": "True", "reason": "FailedDelete"},
-        ]));
+        let other = replica_set(
+            2,
+            serde_json::json!([{"type": "ReplicaFailure", "status": "True", "reason": "FailedDelete"}]),
+        );
         assert!(create_failure(&other).is_none());
-        assert!(create_failure(&deployment(serde_json::json!([]))).is_none());
+        assert!(create_failure(&replica_set(2, serde_json::json!([]))).is_none());
     }
 
     #[test]
