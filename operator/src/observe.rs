@@ -1,7 +1,7 @@
 //! Reading the cluster into the decision's terms: the release (fresh when a one-shot control
-//! is set), its promotion gate, its revisions' Deployments and pods, and the pod template a
-//! `Rolling` rollback re-applies. The classification of a pod's state into a failure signal
-//! is pure and tested here. Nothing in this module writes.
+//! is set), its promotion gate, its revisions' Deployments, ReplicaSets and pods, and the pod
+//! template a `Rolling` rollback re-applies. The classification of a pod's state, and of a
+//! ReplicaSet that cannot create pods, into a failure signal is pure and tested here. Nothing in this module writes.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
