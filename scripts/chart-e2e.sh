@@ -316,7 +316,7 @@ fi
 # A few of the granted verbs, and ones the chart deliberately does not grant.
 as=(--as "system:serviceaccount:$OP_NS:$SA" -n "$APP_NS")
 for allowed in "watch shortenerreleases.shortener.dev" "patch shortenerreleases.shortener.dev --subresource=status" \
-  "create deployments.apps" "delete services" "get pods --subresource=log" "get secrets" "create events"; do
+  "create deployments.apps" "list replicasets.apps" "delete services" "get pods --subresource=log" "get secrets" "create events"; do
   kubectl auth can-i $allowed "${as[@]}" >/dev/null || fail "the chart's RBAC does not allow '$allowed'"
 done
 for denied in "list secrets" "create shortenerreleases.shortener.dev" "delete pods" "create pods" "update deployments.apps"; do

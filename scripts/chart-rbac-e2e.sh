@@ -138,7 +138,7 @@ SA=system:serviceaccount:$OP_NS:$RELEASE-shortener-operator
 can() { kubectl auth can-i "$@" --as "$SA" >/dev/null 2>&1; }
 for ns in "$NS_A" "$NS_B"; do
   for allowed in "watch shortenerreleases.shortener.dev" "patch shortenerreleases.shortener.dev --subresource=status" \
-    "create deployments.apps" "delete services" "create configmaps" "get pods --subresource=log" "get secrets" "create events"; do
+    "create deployments.apps" "list replicasets.apps" "delete services" "create configmaps" "get pods --subresource=log" "get secrets" "create events"; do
     can $allowed -n "$ns" || fail "not allowed in $ns: $allowed"
   done
 done
