@@ -44,11 +44,19 @@ crd-check:
 		|| { echo "$(CRD_YAML) is stale: run 'make crds'"; exit 1; }
 
 # Operator end-to-end scenarios on testenv; stops the cluster afterwards only if it started it.
+# A throwaway PostgreSQL server on loopback (scripts/pg.sh) serves the scenarios on the
+# PostgreSQL store (SHORTENER_E2E_PG_URL); it is stopped and deleted afterwards, also on
+# failure. E2E_FILTER picks scenarios by name, e.g. make e2e E2E_FILTER=s17.
+E2E_PG := .pg/e2e
+E2E_FILTER ?=
 e2e:
 	$(CARGO) build -p shortener -p operator
 	@if testenv/bin/kubectl --kubeconfig .testenv/kubeconfig get --raw /readyz >/dev/null 2>&1; then up=1; else up=0; fi; \
+	bash scripts/pg.sh down $(E2E_PG) >/dev/null 2>&1; \
+	trap 'bash scripts/pg.sh down $(E2E_PG)' EXIT; \
+	pg_url=$$(PG_FSYNC=off bash scripts/pg.sh up $(E2E_PG)) || exit 1; \
 	$(MAKE) --no-print-directory cluster-up || exit 1; \
-	$(CARGO) test -p operator --test e2e -- --ignored --test-threads=1; rc=$$?; \
+	SHORTENER_E2E_PG_URL=$$pg_url $(CARGO) test -p operator --test e2e -- --ignored --test-threads=1 $(E2E_FILTER); rc=$$?; \
 	[[ $$up == 1 ]] || $(MAKE) --no-print-directory cluster-down; exit $$rc
 
 # kubectl-shortener against a live release on testenv; stops the cluster afterwards only if

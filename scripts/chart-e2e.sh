@@ -104,6 +104,7 @@ path, image, store, fault, smoke = sys.argv[1:6]
 with open(path) as f:
     sr = yaml.safe_load(f)
 sr["spec"]["image"] = image
+sr["spec"].pop("store", None)  # the store is this test's shared file, given as env
 env = [e for e in sr["spec"].get("env", []) if e["name"] not in ("SHORTENER_STORE", "SHORTENER_FAULT")]
 env.append({"name": "SHORTENER_STORE", "value": store})
 if fault:
@@ -328,7 +329,7 @@ fi
 # A few of the granted verbs, and ones the chart deliberately does not grant.
 as=(--as "system:serviceaccount:$OP_NS:$SA" -n "$APP_NS")
 for allowed in "watch shortenerreleases.shortener.dev" "patch shortenerreleases.shortener.dev --subresource=status" \
-  "create deployments.apps" "delete services" "get pods --subresource=log" "get secrets" "create secrets" "create events"; do
+  "create deployments.apps" "list replicasets.apps" "delete services" "get pods --subresource=log" "get secrets" "create secrets" "create events"; do
   kubectl auth can-i $allowed "${as[@]}" >/dev/null || fail "the chart's RBAC does not allow '$allowed'"
 done
 for denied in "list secrets" "create shortenerreleases.shortener.dev" "delete pods" "create pods" "update deployments.apps"; do

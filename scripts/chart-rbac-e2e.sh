@@ -73,6 +73,7 @@ import sys, yaml
 path, name, store = sys.argv[1:4]
 sr = yaml.safe_load(open(path))
 sr["metadata"]["name"] = name
+sr["spec"].pop("store", None)  # the store is this test's own file, given as env
 sr["spec"]["env"] = [e for e in sr["spec"].get("env", []) if e["name"] != "SHORTENER_STORE"]
 sr["spec"]["env"].append({"name": "SHORTENER_STORE", "value": store})
 yaml.safe_dump(sr, sys.stdout, sort_keys=False)
@@ -137,7 +138,7 @@ SA=system:serviceaccount:$OP_NS:$RELEASE-shortener-operator
 can() { kubectl auth can-i "$@" --as "$SA" >/dev/null 2>&1; }
 for ns in "$NS_A" "$NS_B"; do
   for allowed in "watch shortenerreleases.shortener.dev" "patch shortenerreleases.shortener.dev --subresource=status" \
-    "create deployments.apps" "delete services" "create configmaps" "get pods --subresource=log" "get secrets" "create secrets" "patch secrets" "create events"; do
+    "create deployments.apps" "list replicasets.apps" "delete services" "create configmaps" "get pods --subresource=log" "get secrets" "create secrets" "patch secrets" "create events"; do
     can $allowed -n "$ns" || fail "not allowed in $ns: $allowed"
   done
 done

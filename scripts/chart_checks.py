@@ -77,6 +77,7 @@ OPERATOR_RBAC = {
     ("shortener.dev", "shortenerreleases"): {"get", "list", "watch", "patch"},
     ("shortener.dev", "shortenerreleases/status"): {"get", "patch"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("apps", "replicasets"): {"list"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch"},

@@ -17,6 +17,7 @@ pub mod leader;
 pub mod manual;
 pub mod metrics;
 pub mod observe;
+pub mod podtemplate;
 pub mod probes;
 pub mod reconcile;
 pub mod resources;

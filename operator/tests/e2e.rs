@@ -14,7 +14,7 @@ use support::traffic::{Tally, Traffic};
 use support::{eventually, kubeconfig, root};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use operator::api::{Outcome, Phase, ShortenerRelease};
@@ -1469,5 +1469,339 @@ async fn s31_rolling_scale_subresource_and_wait_for_a_failure() {
     let mut v2 = env.rolling_spec("shortener:v2", &[("SHORTENER_FAULT", "crash-on-start")]);
     v2["replicas"] = json!(3);
     failure_is_reported(&env, v2).await;
+    env.cleanup().await;
+}
+
+/// `spec` without the scenario's shared SQLite file: the store comes from `spec.store`.
+fn without_env_store(mut spec: serde_json::Value) -> serde_json::Value {
+    if let Some(vars) = spec["env"].as_array_mut() {
+        vars.retain(|v| v["name"] != "SHORTENER_STORE");
+    }
+    spec
+}
+
+/// Creates a URL through `addr`, returning its slug.
+async fn shorten(http: &reqwest::Client, addr: &str, token: &str, url: &str) -> Option<String> {
+    let resp = http
+        .post(format!("http://{addr}/api/v1/urls"))
+        .bearer_auth(token)
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .ok()?;
+    if resp.status().as_u16() != 201 {
+        return None;
+    }
+    let body: serde_json::Value = resp.json().await.ok()?;
+    body["slug"].as_str().map(str::to_string)
+}
+
+/// Where `slug` redirects to through `addr`, if it does.
+async fn resolve(http: &reqwest::Client, addr: &str, slug: &str) -> Option<String> {
+    let resp = http
+        .get(format!("http://{addr}/{slug}"))
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_redirection() {
+        return None;
+    }
+    resp.headers()
+        .get("location")?
+        .to_str()
+        .ok()
+        .map(str::to_string)
+}
+
+fn plain_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Every (slug, url) resolves through `addr` (retried: a request may meet a pod going away).
+async fn assert_all_resolve(
+    http: &reqwest::Client,
+    addr: &str,
+    urls: &[(String, String)],
+    when: &str,
+) {
+    for (slug, url) in urls {
+        let got = eventually(
+            &format!("{slug} resolving {when}"),
+            Duration::from_secs(10),
+            || async { resolve(http, addr, slug).await },
+        )
+        .await;
+        assert_eq!(&got, url, "{slug} {when}");
+    }
+}
+
+async fn create_secret(env: &Env, name: &str, key: &str, value: &str) {
+    Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "stringData": {key: value},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+/// The PostgreSQL store: the URL comes from a Secret; URLs created through v1 resolve
+/// through v2 after a blue-green promotion, and after a bad v3 is rolled back.
+#[tokio::test]
+#[ignore = "needs testenv and SHORTENER_E2E_PG_URL: make e2e"]
+async fn s17_postgres_store_keeps_every_url_across_promotion_and_rollback() {
+    let pg_url = std::env::var("SHORTENER_E2E_PG_URL")
+        .expect("SHORTENER_E2E_PG_URL (make e2e starts a PostgreSQL server and sets it)");
+    let env = Env::new("s17").await;
+    create_secret(&env, "shortener-store", "url", &pg_url).await;
+    let spec = |image: &str, extra: &[(&str, &str)]| {
+        let mut spec = without_env_store(env.spec(image, extra));
+        spec["store"] =
+            json!({"postgres": {"urlSecretRef": {"name": "shortener-store", "key": "url"}}});
+        spec
+    };
+    env.apply(spec("shortener:v1", &[])).await.unwrap();
+    env.wait_outcome(1, Outcome::Promoted).await;
+    env.wait_phase(Phase::Healthy, Duration::from_secs(30))
+        .await;
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), &env.ns);
+    let d = deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let store_var = d[0].spec.template.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "SHORTENER_STORE")
+        .cloned()
+        .unwrap();
+    assert_eq!(store_var.value, None, "the URL is never in the Deployment");
+    assert_eq!(
+        store_var.value_from.unwrap().secret_key_ref.unwrap().name,
+        "shortener-store"
+    );
+
+    let addr = env.active_address().await;
+    let http = plain_http();
+    let token = env.api_token().await;
+    let stamp = env.ns.clone();
+    let mut urls = Vec::new();
+    for i in 0..20 {
+        let url = format!("https://example.com/{stamp}/v1/{i}");
+        let slug = eventually("a URL created through v1", Duration::from_secs(10), || {
+            shorten(&http, &addr, &token, &url)
+        })
+        .await;
+        urls.push((slug, url));
+    }
+
+    let traffic = Traffic::start_at(addr.clone(), token.clone());
+    env.apply(spec("shortener:v2", &[])).await.unwrap();
+    env.wait_outcome(2, Outcome::Promoted).await;
+    let sr = env
+        .wait_phase(Phase::Healthy, Duration::from_secs(60))
+        .await;
+    assert_eq!(sr.status.unwrap().stable_revision, Some(2));
+    let tally = traffic.stop().await;
+    assert_eq!(tally.failed, 0, "blue-green on PostgreSQL: {tally:?}");
+    assert_all_resolve(&http, &addr, &urls, "through v2").await;
+    for i in 0..10 {
+        let url = format!("https://example.com/{stamp}/v2/{i}");
+        let slug = eventually("a URL created through v2", Duration::from_secs(10), || {
+            shorten(&http, &addr, &token, &url)
+        })
+        .await;
+        urls.push((slug, url));
+    }
+
+    let traffic = Traffic::start_at(addr.clone(), token.clone());
+    let mut bad = spec("shortener:v3", &[("SHORTENER_FAULT", "errors-after=8s")]);
+    bad["analysis"]["bakeSeconds"] = json!(60);
+    env.apply(bad).await.unwrap();
+    let sr = env.wait_outcome(3, Outcome::Failed).await;
+    traffic.more(50).await;
+    let tally = traffic.stop().await;
+    let st = sr.status.clone().unwrap();
+    assert_eq!(st.phase, Phase::RolledBack);
+    assert_eq!(st.stable_revision, Some(2));
+    assert!(st.history[2].promoted_at.is_some(), "v3 was promoted first");
+    assert_all_resolve(&http, &addr, &urls, "after v3's rollback").await;
+    println!(
+        "s17: {} URLs from v1 and v2 resolve after v3's rollback; client during v3: {tally:?}",
+        urls.len()
+    );
+    env.cleanup().await;
+}
+
+/// A namespace enforcing Pod Security `restricted` runs the default pods; a template the
+/// policy refuses fails at once with `PodCreateFailed` and the API server's message.
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s18_restricted_namespace_accepts_defaults_and_refusals_fail_at_once() {
+    let env = Env::new("s18").await;
+    Api::<Namespace>::all(env.client.clone())
+        .patch(
+            &env.ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            }}})),
+        )
+        .await
+        .unwrap();
+    env.healthy_v1().await;
+
+    let mut spec = env.spec("shortener:v2", &[]);
+    spec["progressDeadlineSeconds"] = json!(600);
+    spec["podTemplate"] =
+        json!({"container": {"securityContext": {"allowPrivilegeEscalation": true}}});
+    let applied = Instant::now();
+    env.apply(spec).await.unwrap();
+    let sr = env.wait_outcome(2, Outcome::Failed).await;
+    let took = applied.elapsed();
+    assert_eq!(
+        revision_outcome(&sr, 2).1.as_deref(),
+        Some("PodCreateFailed")
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "failed in {took:?}, not after progressDeadlineSeconds (600 s)"
+    );
+    let st = sr.status.clone().unwrap();
+    assert_eq!(st.phase, Phase::RolledBack);
+    assert_eq!(st.stable_revision, Some(1));
+    let messages: Vec<String> = st.conditions.iter().map(|c| c.message.clone()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("violates PodSecurity") && m.contains("allowPrivilegeEscalation")),
+        "the API server's message in the conditions: {messages:?}"
+    );
+    assert!(
+        env.warning_reasons()
+            .await
+            .contains(&"PodCreateFailed".to_string())
+    );
+    println!(
+        "s18: PodCreateFailed {took:.2?} after apply; {}",
+        messages.join(" | ")
+    );
+    env.cleanup().await;
+}
+
+/// The overlay reaches the Deployment; the shortener container's image and probes are the
+/// operator's, and the schema says so at apply.
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s19_pod_template_reaches_the_deployment_and_owned_fields_are_refused() {
+    let env = Env::new("s19").await;
+    create_secret(&env, "api-token", "token", "s3cret").await;
+    Api::<ServiceAccount>::namespaced(env.client.clone(), &env.ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "links"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut spec = env.spec("shortener:v1", &[]);
+    spec["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "api-token", "key": "token"}}}));
+    spec["resources"] = json!({"requests": {"cpu": 1, "memory": "64Mi"}});
+    spec["podTemplate"] = json!({
+        "metadata": {"labels": {"team": "links"}, "annotations": {"example.com/owner": "links"}},
+        "serviceAccountName": "links",
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "links", "effect": "NoSchedule"}],
+    });
+    env.apply(spec.clone()).await.unwrap();
+    env.wait_outcome(1, Outcome::Promoted).await;
+    let deployments = Api::<Deployment>::namespaced(env.client.clone(), &env.ns);
+    let d = deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(d.len(), 1);
+    let template = &d[0].spec.template;
+    let labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    assert_eq!(labels["team"], "links");
+    assert!(labels.contains_key("shortener.dev/revision"));
+    let pod = template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("links"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(
+        pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+        Some("dedicated")
+    );
+    let c = &pod.containers[0];
+    let token = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "API_TOKEN")
+        .unwrap();
+    assert_eq!(
+        token
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "api-token"
+    );
+    assert_eq!(
+        c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0,
+        "1"
+    );
+    assert_eq!(
+        c.security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem,
+        Some(true)
+    );
+
+    for (field, value, needle) in [
+        (
+            "image",
+            json!("evil:v1"),
+            "spec.podTemplate.container.image is owned by the operator",
+        ),
+        (
+            "readinessProbe",
+            json!({"httpGet": {"path": "/", "port": 8080}}),
+            "spec.podTemplate.container.readinessProbe is owned by the operator",
+        ),
+        (
+            "livenessProbe",
+            json!({"exec": {"command": ["true"]}}),
+            "spec.podTemplate.container.livenessProbe is owned by the operator",
+        ),
+    ] {
+        let mut bad = spec.clone();
+        bad["podTemplate"]["container"] = json!({ field: value });
+        let err = env.apply(bad).await.expect_err("owned field accepted");
+        assert!(err.to_string().contains(needle), "{field}: {err}");
+    }
+    let sr = env.srs.get(NAME).await.unwrap();
+    assert!(
+        sr.spec.pod_template.unwrap().container.is_none(),
+        "nothing of the refused specs was stored"
+    );
     env.cleanup().await;
 }

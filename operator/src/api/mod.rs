@@ -8,7 +8,9 @@ pub mod budget;
 pub mod reason;
 mod spec;
 mod status;
+mod template;
 
 pub use reason::FailureReason;
 pub use spec::*;
 pub use status::*;
+pub use template::*;

@@ -9,6 +9,8 @@ pub enum FailureReason {
     /// startup budget (`spec.healthCheck.startupSeconds`).
     StartupProbeFailed,
     ImagePullFailed,
+    /// The revision's pods cannot be created: admission (Pod Security, a webhook), quota.
+    PodCreateFailed,
     ProgressDeadlineExceeded,
     SmokeTestFailed,
     AnalysisFailed,
@@ -16,10 +18,11 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 7] = [
+    pub const ALL: [FailureReason; 8] = [
         FailureReason::CrashLoop,
         FailureReason::StartupProbeFailed,
         FailureReason::ImagePullFailed,
+        FailureReason::PodCreateFailed,
         FailureReason::ProgressDeadlineExceeded,
         FailureReason::SmokeTestFailed,
         FailureReason::AnalysisFailed,
@@ -31,6 +34,7 @@ impl FailureReason {
             FailureReason::CrashLoop => "CrashLoop",
             FailureReason::StartupProbeFailed => "StartupProbeFailed",
             FailureReason::ImagePullFailed => "ImagePullFailed",
+            FailureReason::PodCreateFailed => "PodCreateFailed",
             FailureReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
             FailureReason::SmokeTestFailed => "SmokeTestFailed",
             FailureReason::AnalysisFailed => "AnalysisFailed",

@@ -6,11 +6,14 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::EnvVarSource;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::status::ShortenerReleaseStatus;
+use super::template::{PodTemplateOverlay, Store};
 
 /// A release of the URL shortener, rolled out blue-green with automatic rollback.
 // The printcolumn entries repeat `type_`, which clippy mistakes for duplicated attributes.
@@ -67,6 +70,9 @@ use super::status::ShortenerReleaseStatus;
         "!has(self.spec) || !has(self.spec.healthCheck) || !has(self.spec.healthCheck.startupSeconds) || !has(self.spec.progressDeadlineSeconds) || self.spec.healthCheck.startupSeconds <= self.spec.progressDeadlineSeconds"
     ).message(
         "spec.healthCheck.startupSeconds must not exceed spec.progressDeadlineSeconds: a revision still starting at its deadline fails anyway"
+    ),
+    validation = kube::core::Rule::new("!has(self.spec.store) || !has(self.spec.env) || !self.spec.env.exists(e, e.name == 'SHORTENER_STORE')").message(
+        "spec.env must not set SHORTENER_STORE when spec.store is set"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -92,8 +98,10 @@ pub struct ShortenerReleaseSpec {
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.port is immutable; create a new ShortenerRelease to change it"))]
     pub port: i32,
 
-    /// Extra environment variables for the shortener container. Default empty.
-    /// `SHORTENER_PORT` is always set from `spec.port`.
+    /// Extra environment variables for the shortener container, each a `value` or a
+    /// `valueFrom` (a Secret or ConfigMap key, a pod field). Default empty.
+    /// `SHORTENER_PORT` is always set from `spec.port`; `SHORTENER_STORE` from `spec.store`
+    /// (set here only without `spec.store`: the older way to choose the store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = kube::core::Rule::new("self.all(e, e.name != 'SHORTENER_PORT')").message("spec.env must not set SHORTENER_PORT; use spec.port"))]
     #[schemars(length(max = 100))]
@@ -102,6 +110,17 @@ pub struct ShortenerReleaseSpec {
     /// Compute resources of the shortener container. Default: none set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+
+    /// Where the shortener stores URLs: `embedded` (SQLite, the default) or `postgres`
+    /// (URL from a Secret). Passed to the container as `SHORTENER_STORE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<Store>,
+
+    /// Additions to the pod template: labels, annotations, service account, security
+    /// contexts, scheduling, volumes, sidecars. Default: pods that pass Pod Security
+    /// `restricted`, with no service account token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverlay>,
 
     /// Rollout strategy. Default `BlueGreen`. `Rolling` updates one Deployment in place
     /// (no spare capacity needed) and tunes it with `spec.rolling`. Immutable: create a new
@@ -117,8 +136,9 @@ pub struct ShortenerReleaseSpec {
     pub rolling: RollingSpec,
 
     /// Seconds a new revision may take to become ready and pass its smoke test before it
-    /// fails with `ProgressDeadlineExceeded`, 10..=3600. Default 120. Crash loops and
-    /// image pull errors fail at once, without waiting for this deadline.
+    /// fails with `ProgressDeadlineExceeded`, 10..=3600. Default 120. Crash loops,
+    /// image pull errors and pods refused at creation (`PodCreateFailed`) fail at once,
+    /// without waiting for this deadline.
     #[serde(default = "default_progress_deadline")]
     #[x_kube(validation = kube::core::Rule::new("self >= 10 && self <= 3600").message("spec.progressDeadlineSeconds must be between 10 and 3600"))]
     pub progress_deadline_seconds: i32,
@@ -192,7 +212,9 @@ pub struct ReleaseRef {
 }
 
 /// One environment variable.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.valueFrom) || !has(self.value) || self.value == ''").message("spec.env: set value or valueFrom, not both"))]
 pub struct EnvVar {
     /// Variable name. Required.
     #[schemars(length(min = 1, max = 256))]
@@ -201,17 +223,22 @@ pub struct EnvVar {
     #[serde(default)]
     #[schemars(length(max = 32768))]
     pub value: String,
+    /// Where the value comes from instead: `secretKeyRef`, `configMapKeyRef`, `fieldRef`
+    /// or `resourceFieldRef` (Kubernetes' `EnvVarSource`). Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
 }
 
-/// Container resources as Kubernetes quantities, e.g. `{"cpu": "100m", "memory": "64Mi"}`.
+/// Container resources as Kubernetes quantities, a string or an integer, e.g.
+/// `{"cpu": 1, "memory": "64Mi"}`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 pub struct Resources {
     /// Requested resources. Default none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub requests: BTreeMap<String, String>,
+    pub requests: BTreeMap<String, IntOrString>,
     /// Resource limits. Default none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub limits: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, IntOrString>,
 }
 
 /// How traffic moves to a new revision.

@@ -157,7 +157,7 @@ pub struct RevisionRecord {
     pub image: String,
     /// How the rollout ended.
     pub outcome: Outcome,
-    /// Failure reason (`CrashLoop`, `StartupProbeFailed`, `ImagePullFailed`,
+    /// Failure reason (`CrashLoop`, `StartupProbeFailed`, `ImagePullFailed`, `PodCreateFailed`,
     /// `ProgressDeadlineExceeded`, `SmokeTestFailed`, `AnalysisFailed`, `Manual`) or another
     /// CamelCase reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]

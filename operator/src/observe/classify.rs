@@ -11,6 +11,7 @@
 //! liveness kill that happens to fall in the same window (the budget up to the budget plus
 //! the termination grace period) would be named a startup probe failure too.
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{
     Container, ContainerStateTerminated, ContainerStatus, Pod, Probe,
 };
@@ -160,6 +161,31 @@ fn startup_path(startup: Option<&Probe>) -> &str {
         .and_then(|p| p.http_get.as_ref())
         .and_then(|g| g.path.as_deref())
         .unwrap_or(HEALTH_PATH)
+}
+
+/// Pods of a revision cannot be created (admission refused them, a quota is full): the
+/// ReplicaSet controller's `ReplicaFailure` condition with reason `FailedCreate` and the API
+/// server's message (the Deployment controller copies it into the Deployment's conditions,
+/// whose update wakes the controller). Waiting would only reach `progressDeadlineSeconds`.
+/// A ReplicaSet scaled to zero wants no pods, so its stale condition is ignored.
+pub fn create_failure(rs: &ReplicaSet) -> Option<PodFailure> {
+    if rs.spec.replicas == Some(0) {
+        return None;
+    }
+    let cond = rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| {
+        c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True")
+    })?;
+    if cond.reason.as_deref() != Some("FailedCreate") {
+        return None;
+    }
+    Some(PodFailure {
+        reason: FailureReason::PodCreateFailed,
+        message: format!(
+            "pods of {} cannot be created: {}",
+            rs.name_any(),
+            cond.message.as_deref().unwrap_or("no message")
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -277,3 +277,39 @@ fn the_first_failing_container_speaks_for_the_pod() {
     );
     assert_eq!(reason(&p), Some(FailureReason::ImagePullFailed));
 }
+
+fn replica_set(replicas: i32, conditions: serde_json::Value) -> ReplicaSet {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-abc-5d8f"},
+        "spec": {"replicas": replicas, "selector": {}},
+        "status": {"replicas": 0, "conditions": conditions},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn failed_create_is_a_pod_create_failure_with_the_api_servers_message() {
+    let msg = "pods \"web-abc-x\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false";
+    let failing = serde_json::json!([
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": msg},
+    ]);
+    let f = create_failure(&replica_set(2, failing.clone())).unwrap();
+    assert_eq!(f.reason, FailureReason::PodCreateFailed);
+    assert!(f.message.contains("violates PodSecurity"), "{}", f.message);
+    assert!(f.message.contains("web-abc-5d8f"), "{}", f.message);
+    assert!(
+        create_failure(&replica_set(0, failing)).is_none(),
+        "scaled to zero: a stale condition"
+    );
+    let cleared = replica_set(
+        2,
+        serde_json::json!([{"type": "ReplicaFailure", "status": "False", "reason": "FailedCreate"}]),
+    );
+    assert!(create_failure(&cleared).is_none());
+    let other = replica_set(
+        2,
+        serde_json::json!([{"type": "ReplicaFailure", "status": "True", "reason": "FailedDelete"}]),
+    );
+    assert!(create_failure(&other).is_none());
+    assert!(create_failure(&replica_set(2, serde_json::json!([]))).is_none());
+}

@@ -1,7 +1,8 @@
 //! Reading the cluster into the decision's terms: the release (fresh when a one-shot control
-//! is set), its promotion gate, its revisions' Deployments and pods, and the pod template a
-//! `Rolling` rollback re-applies. The classification of a pod's state into a failure signal
-//! is pure and tested (`classify.rs`). Nothing in this module writes.
+//! is set), its promotion gate, its revisions' Deployments, ReplicaSets and pods, and the pod
+//! template a `Rolling` rollback re-applies. The classification of a pod's state, and of a
+//! ReplicaSet that cannot create pods, into a failure signal is pure and tested
+//! (`classify.rs`). Nothing in this module writes.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
 use crate::rollout::{self, Observed};
 
 mod classify;
-pub use classify::{Exit, classify_exit, container_failure, pod_failure};
+pub use classify::{Exit, classify_exit, container_failure, create_failure, pod_failure};
 
 /// The release to reconcile. A one-shot control must not be acted on twice: the cached
 /// object can still carry an annotation the previous reconcile already removed, so with
@@ -89,6 +90,19 @@ pub async fn revisions(
         if let Some(hash) = d.labels().get(LABEL_REVISION).or(template_hash) {
             observed.revisions.entry(hash.clone()).or_default().replicas =
                 Some(d.spec.replicas.unwrap_or(1));
+        }
+    }
+    // Pods that cannot be created, per revision: each ReplicaSet carries its template's
+    // revision label (with `Rolling` one Deployment has a ReplicaSet per revision, so the
+    // Deployment's copy of the condition could name an old one's failure).
+    let sets = Api::<ReplicaSet>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?;
+    for rs in &sets {
+        if let (Some(hash), Some(failure)) = (rs.labels().get(LABEL_REVISION), create_failure(rs))
+            && let Some(rev) = observed.revisions.get_mut(hash)
+        {
+            rev.failure.get_or_insert(failure);
         }
     }
     if rollout::revisions_from_pods(strategy) {

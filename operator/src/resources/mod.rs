@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::ShortenerReleaseSpec;
+use crate::podtemplate;
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
@@ -40,8 +41,12 @@ pub fn pod_template(name: &str, spec: &ShortenerReleaseSpec) -> PodTemplateSpec 
         .iter()
         .map(|e| EnvVar {
             name: e.name.clone(),
-            value: Some(e.value.clone()),
-            ..Default::default()
+            // `valueFrom` without a value: the API server refuses both set.
+            value: match e.value_from {
+                Some(_) if e.value.is_empty() => None,
+                _ => Some(e.value.clone()),
+            },
+            value_from: e.value_from.clone(),
         })
         .collect();
     env.push(EnvVar {
@@ -64,7 +69,7 @@ pub fn pod_template(name: &str, spec: &ShortenerReleaseSpec) -> PodTemplateSpec 
         limits: quantities(&r.limits),
         ..Default::default()
     });
-    PodTemplateSpec {
+    let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(base_labels(name)),
             ..Default::default()
@@ -87,16 +92,24 @@ pub fn pod_template(name: &str, spec: &ShortenerReleaseSpec) -> PodTemplateSpec 
             }],
             ..Default::default()
         }),
-    }
+    };
+    podtemplate::apply(&mut template, spec);
+    template
 }
 
-fn quantities(m: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+fn quantities(m: &BTreeMap<String, IntOrString>) -> Option<BTreeMap<String, Quantity>> {
     if m.is_empty() {
         return None;
     }
     Some(
         m.iter()
-            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .map(|(k, v)| {
+                let q = match v {
+                    IntOrString::Int(n) => n.to_string(),
+                    IntOrString::String(s) => s.clone(),
+                };
+                (k.clone(), Quantity(q))
+            })
             .collect(),
     )
 }
@@ -152,9 +165,12 @@ pub fn deployment(
     owner: OwnerReference,
 ) -> Deployment {
     let mut template = pod_template(name, spec);
-    if let Some(meta) = template.metadata.as_mut() {
-        meta.labels = Some(revision_labels(name, hash));
-    }
+    template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default)
+        .extend(revision_labels(name, hash));
     Deployment {
         metadata: ObjectMeta {
             name: Some(deployment_name(name, hash)),
@@ -193,7 +209,9 @@ pub fn rolling_deployment(
     template
         .metadata
         .get_or_insert_with(Default::default)
-        .labels = Some(revision_labels(name, hash));
+        .labels
+        .get_or_insert_with(Default::default)
+        .extend(revision_labels(name, hash));
     Deployment {
         metadata: ObjectMeta {
             name: Some(name.into()),

@@ -66,7 +66,7 @@ fn healthy_release_stays_put_without_events() {
 #[test]
 fn every_failure_before_promotion_keeps_stable_serving() {
     type Setup = Box<dyn Fn(&mut World)>;
-    let cases: [(&str, Setup, FailureReason); 5] = [
+    let cases: [(&str, Setup, FailureReason); 6] = [
         (
             "crash loop",
             Box::new(|w: &mut World| w.pods(V2, 0, Some(FailureReason::CrashLoop))),
@@ -81,6 +81,11 @@ fn every_failure_before_promotion_keeps_stable_serving() {
             "image pull",
             Box::new(|w: &mut World| w.pods(V2, 0, Some(FailureReason::ImagePullFailed))),
             FailureReason::ImagePullFailed,
+        ),
+        (
+            "pods cannot be created",
+            Box::new(|w: &mut World| w.pods(V2, 0, Some(FailureReason::PodCreateFailed))),
+            FailureReason::PodCreateFailed,
         ),
         (
             "progress deadline",
