@@ -164,13 +164,7 @@ pub fn deployment(
     replicas: i32,
     owner: OwnerReference,
 ) -> Deployment {
-    let mut template = pod_template(name, spec);
-    template
-        .metadata
-        .get_or_insert_with(Default::default)
-        .labels
-        .get_or_insert_with(Default::default)
-        .extend(revision_labels(name, hash));
+    let template = with_revision_labels(pod_template(name, spec), name, hash);
     Deployment {
         metadata: ObjectMeta {
             name: Some(deployment_name(name, hash)),
@@ -193,6 +187,18 @@ pub fn deployment(
     }
 }
 
+/// `template` with the revision's labels added to its own (the overlay's labels stay; the
+/// operator's win).
+fn with_revision_labels(mut template: PodTemplateSpec, name: &str, hash: &str) -> PodTemplateSpec {
+    template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default)
+        .extend(revision_labels(name, hash));
+    template
+}
+
 /// The one Deployment of a `Rolling` release, named like the release: Kubernetes rolls its
 /// pods from one template to the next. `template` is a pod template to run again (the
 /// stable revision's, on a rollback); `None` builds it from `spec`.
@@ -205,13 +211,11 @@ pub fn rolling_deployment(
     template: Option<PodTemplateSpec>,
     owner: OwnerReference,
 ) -> Deployment {
-    let mut template = template.unwrap_or_else(|| pod_template(name, spec));
-    template
-        .metadata
-        .get_or_insert_with(Default::default)
-        .labels
-        .get_or_insert_with(Default::default)
-        .extend(revision_labels(name, hash));
+    let template = with_revision_labels(
+        template.unwrap_or_else(|| pod_template(name, spec)),
+        name,
+        hash,
+    );
     Deployment {
         metadata: ObjectMeta {
             name: Some(name.into()),
