@@ -106,11 +106,12 @@ step "dashboard JSON"
 python3 scripts/chart_checks.py dashboard || bad "dashboard structure"
 
 step "a real Prometheus evaluates the rules and dashboard queries (stub exporter on loopback)"
-# The rule file as Prometheus loads it, scraping over HTTP: a rollback counter going from
-# 0 to 1 fires ShortenerReleaseRolledBack. The live test against the operator is in the e2e suite.
+# The rule file as Prometheus loads it, scraping over HTTP: a release's rollback counter that
+# appears at 1 (the operator creates a release's series at its first rollback) fires
+# ShortenerReleaseRolledBack. The live test against the operator is in the chart e2e.
 prom_live() {
   local metrics=$work/stub.prom stub_pid port
-  printf '# TYPE shortener_operator_rollbacks_total counter\nshortener_operator_rollbacks_total{reason="CrashLoop"} 0\n' >"$metrics"
+  printf '# TYPE shortener_operator_release_phase gauge\nshortener_operator_release_phase{namespace="prod",name="web",phase="Healthy"} 1\n' >"$metrics"
   python3 scripts/chart_checks.py serve-file "$metrics" "$work/stub.port" &
   stub_pid=$!
   local deadline=$((SECONDS + 10))
@@ -122,10 +123,9 @@ prom_live() {
   export PROM_DIR=$work/prom PROM_PORT=$port
   local rc=0
   if scripts/prometheus-local.sh start "127.0.0.1:$(cat "$work/stub.port")"; then
-    # Wait for a scrape of the 0 before counting the rollback, as the operator's
-    # zero-initialised series give Prometheus in a real cluster.
+    # Wait for a scrape of the release before its first rollback.
     deadline=$((SECONDS + 30))
-    until curl -fsS "http://127.0.0.1:$port/api/v1/query?query=shortener_operator_rollbacks_total" \
+    until curl -fsS "http://127.0.0.1:$port/api/v1/query?query=shortener_operator_release_phase" \
       | grep -q '"result":\[{'; do
       ((SECONDS < deadline)) || { echo "  no scrape of the stub in 30s" >&2; rc=1; break; }
       sleep 0.2
@@ -135,7 +135,7 @@ prom_live() {
       rc=1
     fi
     if ((rc == 0)); then
-      sed -i 's/} 0$/} 1/' "$metrics"
+      printf '# TYPE shortener_operator_rollbacks_total counter\nshortener_operator_rollbacks_total{namespace="prod",name="web",reason="CrashLoop"} 1\n' >>"$metrics"
       scripts/prometheus-local.sh wait-alert ShortenerReleaseRolledBack 30 | sed 's/^/  firing: /' || rc=1
     fi
     if ((rc == 0)); then

@@ -47,7 +47,7 @@ pub async fn plan(
         if let Some(rb) = &plan.rollback {
             ctx.metrics
                 .rollbacks
-                .with_label_values(&[rb.reason.as_str()])
+                .with_label_values(&[ns, name, rb.reason.as_str()])
                 .inc();
         }
     }
@@ -55,7 +55,10 @@ pub async fn plan(
     if let Some(detected_at) = plan.restored {
         let secs =
             (Timestamp::now().as_millisecond() - detected_at.as_millisecond()) as f64 / 1000.0;
-        ctx.metrics.time_to_restore.observe(secs.max(0.0));
+        ctx.metrics
+            .time_to_restore
+            .with_label_values(&[ns, name])
+            .observe(secs.max(0.0));
         info!(seconds = secs, "traffic restored to a healthy revision");
     }
     // Before the failed revision is scaled down, while its pods and logs still exist;
@@ -258,7 +261,7 @@ fn record_metrics(ctx: &Context, ns: &str, name: &str, plan: &Plan) {
     if let Some(why) = plan.failure {
         ctx.metrics
             .incidents
-            .with_label_values(&[why.as_str()])
+            .with_label_values(&[ns, name, why.as_str()])
             .inc();
         // A revision refused before promotion is rolled back too (phase RolledBack): the
         // stable revision keeps the traffic. Count it, so the rollback alert fires for
@@ -267,7 +270,7 @@ fn record_metrics(ctx: &Context, ns: &str, name: &str, plan: &Plan) {
         if plan.rollback.is_none() && plan.status.phase == Phase::RolledBack {
             ctx.metrics
                 .rollbacks
-                .with_label_values(&[why.as_str()])
+                .with_label_values(&[ns, name, why.as_str()])
                 .inc();
         }
     }

@@ -92,7 +92,8 @@ async fn main() -> anyhow::Result<()> {
     metrics.up.set(1.0);
     let mut ctx = Context::new(client, metrics)?;
     ctx.webhook =
-        WebhookSender::with_policy(WebhookConfig::default(), args.webhook_allow_cidr.clone())?;
+        WebhookSender::with_policy(WebhookConfig::default(), args.webhook_allow_cidr.clone())?
+            .counting(ctx.metrics.webhook_deliveries.clone());
     let ctx = Arc::new(ctx);
 
     let (stop_tx, stop_rx) = watch::channel(false);

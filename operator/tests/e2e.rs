@@ -300,7 +300,12 @@ async fn s4_analysis_rolls_back_a_promoted_release_within_seconds() {
         .find(|l| l.starts_with("shortener_operator_time_to_restore_seconds_sum"))
         .unwrap_or("")
         .to_string();
-    assert!(metrics.contains("shortener_operator_rollbacks_total{reason=\"AnalysisFailed\"} 1"));
+    // Labelled by release, so the alert can say which one failed.
+    let rollback = format!(
+        "shortener_operator_rollbacks_total{{name=\"{NAME}\",namespace=\"{}\",reason=\"AnalysisFailed\"}} 1",
+        env.ns
+    );
+    assert!(metrics.contains(&rollback), "no {rollback} in\n{metrics}");
     eprintln!(
         "s4: first failed request -> traffic restored: {restore:.2}s; failed requests {} of {}; operator reported failedRequests {} downtime {:.2}s; {ttr}",
         tally.failed,

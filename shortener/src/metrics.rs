@@ -65,7 +65,7 @@ impl Metrics {
             ),
             &["route"],
         )?;
-        let urls = IntGauge::new("shortener_urls_total", "Short URLs in the store")?;
+        let urls = IntGauge::new("shortener_urls", "Short URLs in the store")?;
         let connections_open =
             IntGauge::new("shortener_connections_open", "Client connections open now")?;
         let connections_refused = IntCounter::new(

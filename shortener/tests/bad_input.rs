@@ -216,7 +216,7 @@ async fn bad_create_requests_get_a_json_4xx_and_change_nothing() {
 
     let m = metrics(&c, &s).await;
     assert_eq!(
-        metric_value(&m, "shortener_urls_total"),
+        metric_value(&m, "shortener_urls"),
         Some(1.0),
         "only the good URL is stored"
     );

@@ -119,7 +119,7 @@ async fn two_processes_share_one_store() {
         assert_eq!(resolve(&c, &b, slug).await.0, 308);
     }
     assert_eq!(
-        metric_value(&metrics(&c, &b).await, "shortener_urls_total"),
+        metric_value(&metrics(&c, &b).await, "shortener_urls"),
         Some(41.0)
     );
 

@@ -252,5 +252,5 @@ async fn requests_over_the_timeout_get_a_json_503() {
     assert_eq!(body["error"]["code"], "timeout");
     // The timed-out create was abandoned before it reached the store.
     let m = common::metrics(&client(), &s).await;
-    assert_eq!(common::metric_value(&m, "shortener_urls_total"), Some(0.0));
+    assert_eq!(common::metric_value(&m, "shortener_urls"), Some(0.0));
 }

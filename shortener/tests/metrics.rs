@@ -62,14 +62,14 @@ async fn exposition_has_the_contract_names_and_labels() {
             r#"shortener_http_request_duration_seconds_bucket{method="GET",route="/{slug}",le="+Inf"}"#,
             3.0,
         ),
-        ("shortener_urls_total", 1.0),
+        ("shortener_urls", 1.0),
         (r#"shortener_build_info{version="v2-test"}"#, 1.0),
     ];
     for (series, value) in expect {
         assert_eq!(metric_value(&m, series), Some(value), "{series} in\n{m}");
     }
     assert!(m.contains("# TYPE shortener_http_request_duration_seconds histogram"));
-    assert!(m.contains("# TYPE shortener_urls_total gauge"));
+    assert!(m.contains("# TYPE shortener_urls gauge"));
     assert!(m.contains("# TYPE shortener_http_requests_total counter"));
     // Probe scrapes count under their own route, so analysis can leave them out.
     let m = metrics(&c, &s).await;

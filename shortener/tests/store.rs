@@ -147,7 +147,7 @@ async fn concurrent_creates_from_several_processes_lose_nothing_and_never_share_
         }
     }
     assert_eq!(
-        metric_value(&metrics(&c, &servers[0]).await, "shortener_urls_total"),
+        metric_value(&metrics(&c, &servers[0]).await, "shortener_urls"),
         Some(200.0)
     );
 }

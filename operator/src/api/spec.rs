@@ -25,6 +25,7 @@ use super::template::{PodTemplateOverlay, Store};
     kind = "ShortenerRelease",
     namespaced,
     shortname = "sr",
+    doc = "A release of the URL shortener: the image and settings to run. The operator rolls each new pod template out as a revision (blue-green or rolling), smoke-tests and analyses it, and puts the previous healthy revision back within seconds when it fails, recording the incident and charging the downtime to the SLA budget. `kubectl explain shortenerrelease.spec` lists the settings.",
     status = "ShortenerReleaseStatus",
     derive = "PartialEq",
     // `kubectl scale sr NAME --replicas=N` and a HorizontalPodAutoscaler write

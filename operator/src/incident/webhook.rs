@@ -290,6 +290,8 @@ pub struct WebhookSender {
     client: reqwest::Client,
     config: WebhookConfig,
     policy: Arc<EgressPolicy>,
+    /// `webhook_deliveries_total{result}`, counted by [`Self::spawn`] when set.
+    deliveries: Option<prometheus::IntCounterVec>,
 }
 
 static CRYPTO_PROVIDER: Once = Once::new();
@@ -339,7 +341,15 @@ impl WebhookSender {
                 ..config
             },
             policy,
+            deliveries: None,
         })
+    }
+
+    /// Counts each spawned delivery's result in `deliveries` (`delivered` or `failed`), so a
+    /// webhook that fails is seen by an alert, not only in the log.
+    pub fn counting(mut self, deliveries: prometheus::IntCounterVec) -> Self {
+        self.deliveries = Some(deliveries);
+        self
     }
 
     /// Sends in the background and logs the outcome; reconciliation goes on at once. The
@@ -352,6 +362,14 @@ impl WebhookSender {
         let sender = self.clone();
         tokio::spawn(async move {
             let result = sender.send(&url, &payload).await;
+            if let Some(counter) = &sender.deliveries {
+                let outcome = if result.is_ok() {
+                    crate::metrics::WEBHOOK_DELIVERED
+                } else {
+                    crate::metrics::WEBHOOK_FAILED
+                };
+                counter.with_label_values(&[outcome]).inc();
+            }
             match &result {
                 Ok(delivery) => tracing::info!(
                     host = url.host(),
@@ -770,6 +788,30 @@ mod tests {
             "{error:?}"
         );
         assert_eq!(receiver.count(), 3);
+    }
+
+    #[tokio::test]
+    async fn each_spawned_delivery_is_counted_by_its_result() {
+        let deliveries = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("deliveries", "test"),
+            &["result"],
+        )
+        .expect("counter");
+        let count = |result: &str| deliveries.with_label_values(&[result]).get();
+        let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+
+        let (_ok, url) = start(&[], None).await;
+        let sender = loopback_sender(fast_config(2))
+            .expect("client")
+            .counting(deliveries.clone());
+        let result = sender.spawn(url, payload.clone()).await.expect("task ran");
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!((count("delivered"), count("failed")), (1, 0));
+
+        let (_failing, url) = start(&[500; 10], None).await;
+        let result = sender.spawn(url, payload).await.expect("task ran");
+        assert!(result.is_err());
+        assert_eq!((count("delivered"), count("failed")), (1, 1));
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, App
     // Counted at scrape time: other processes sharing the file create and delete URLs too.
     match state.store.count().await {
         Ok(n) => state.metrics.urls.set(i64::try_from(n).unwrap_or(i64::MAX)),
-        Err(e) => tracing::warn!(error = %e, "could not count URLs for shortener_urls_total"),
+        Err(e) => tracing::warn!(error = %e, "could not count URLs for shortener_urls"),
     }
     let (content_type, body) = state
         .metrics

@@ -447,7 +447,7 @@ pub async fn metrics(c: &reqwest::Client, s: &Server) -> String {
         .expect("body")
 }
 
-/// The value of one exposition line, e.g. `shortener_urls_total`.
+/// The value of one exposition line, e.g. `shortener_urls`.
 pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|l| {
         let rest = l.strip_prefix(series)?;
