@@ -9,7 +9,7 @@
 //!   it is closed.
 //! - **Idle keep-alive**: a connection with no request for `idle_timeout` after its last
 //!   response is closed.
-//! - **Body read**: not here; `app::deadlines` answers 408 when a body is too slow, since that
+//! - **Body read**: not here; `middleware` answers 408 when a body is too slow, since that
 //!   needs an HTTP answer, not a closed socket.
 //!
 //! The two read deadlines live in [`Watched`], the connection's I/O: a read that would wait

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::app::{self, AppState};
+use crate::app::{self, AppState, Shared};
 use crate::auth::{TokenError, Tokens, WriteLimiter};
 use crate::cache::RedirectCache;
 use crate::config::Config;
@@ -113,7 +113,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         // The port actually bound (`--port 0` picks one).
         fallback: format!("http://localhost:{}", local.port()),
     };
-    let state = AppState {
+    let state = AppState::new(Shared {
         store: Arc::clone(&store),
         hits: Arc::clone(&hits),
         metrics: Arc::clone(&metrics),
@@ -128,7 +128,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         request_timeout: config.request_timeout,
         body_read_timeout: config.body_read_timeout,
         draining: Arc::default(),
-    };
+    });
     let draining = Arc::clone(&state.draining);
     if !state.faults.is_empty() {
         tracing::warn!(fault = %state.faults, "fault injection is on");
