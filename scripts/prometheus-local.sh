@@ -52,39 +52,56 @@ YAML
 
 # The release pods of one namespace, discovered through testenv's API server, with the labels
 # the README's relabelling gives them (namespace, pod, release, revision); only pod IPs on
-# testenv's pod network are kept.
+# testenv's pod network are kept. Debian's Prometheus is built without kubernetes_sd_configs,
+# so a loop here lists the pods every second (kubectl) into a file_sd_configs file.
 start_pods() {
   local ns=$1
   [[ $ns =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "not a namespace name: $ns"
   [[ -f .testenv/kubeconfig ]] || die "no .testenv/kubeconfig: is testenv up?"
+  mkdir -p "$PROM_DIR"
+  sync_targets "$ns" || die "cannot list the pods of $ns"
+  local targets
+  targets="$(cd "$PROM_DIR" && pwd)/targets.json"
   run <<YAML
 global:
   scrape_interval: $PROM_INTERVAL
   evaluation_interval: $PROM_INTERVAL
 scrape_configs:
   - job_name: shortener
-    kubernetes_sd_configs:
-      - role: pod
-        kubeconfig_file: $PWD/.testenv/kubeconfig
-        namespaces:
-          names: ["$ns"]
-    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_instance]
-        regex: .+
-        action: keep
-      - source_labels: [__meta_kubernetes_pod_ip]
-        regex: '$(pod_network)'
-        action: keep
-      - source_labels: [__meta_kubernetes_namespace]
-        target_label: namespace
-      - source_labels: [__meta_kubernetes_pod_name]
-        target_label: pod
-      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_instance]
-        target_label: release
-      - source_labels: [__meta_kubernetes_pod_label_shortener_dev_revision]
-        target_label: revision
+    file_sd_configs:
+      - files: ["$targets"]
+        refresh_interval: 1s
 YAML
+  # Kept in step with the pods from now on (a discovery cadence, like kubernetes_sd's watch).
+  (while sleep 1; do sync_targets "$ns" || true; done) >>"$PROM_DIR/sync.log" 2>&1 &
+  echo $! >"$PROM_DIR/sync.pid"
   echo "prometheus-local: $url scraping the release pods of namespace $ns (pid $(cat "$PROM_DIR/pid"))"
+}
+
+# Writes the namespace's running release pods as file_sd targets (atomically: Prometheus
+# watches the file).
+sync_targets() {
+  local ns=$1
+  testenv/bin/kubectl --kubeconfig .testenv/kubeconfig -n "$ns" get pods \
+    -l app.kubernetes.io/instance -o json | python3 -c '
+import json, re, sys
+network = re.compile(sys.argv[1])
+targets = []
+for pod in json.load(sys.stdin)["items"]:
+    meta, status = pod["metadata"], pod.get("status", {})
+    ip = status.get("podIP", "")
+    if status.get("phase") != "Running" or meta.get("deletionTimestamp") or not network.fullmatch(ip):
+        continue
+    labels = meta.get("labels", {})
+    for c in pod["spec"]["containers"]:
+        for p in c.get("ports", []):
+            if p.get("name") == "http":
+                targets.append({"targets": ["%s:%d" % (ip, p["containerPort"])], "labels": {
+                    "namespace": meta["namespace"], "pod": meta["name"],
+                    "release": labels.get("app.kubernetes.io/instance", ""),
+                    "revision": labels.get("shortener.dev/revision", "")}})
+json.dump(targets, sys.stdout)
+' "$(pod_network)" >"$PROM_DIR/targets.json.tmp" && mv "$PROM_DIR/targets.json.tmp" "$PROM_DIR/targets.json"
 }
 
 # Starts Prometheus on loopback with the configuration on stdin; returns once it is ready.
@@ -107,6 +124,10 @@ run() {
 }
 
 stop() {
+  if [[ -f $PROM_DIR/sync.pid ]]; then
+    kill "$(cat "$PROM_DIR/sync.pid")" 2>/dev/null || true
+    rm -f "$PROM_DIR/sync.pid"
+  fi
   [[ -f $PROM_DIR/pid ]] || return 0
   local pid
   pid=$(cat "$PROM_DIR/pid")
