@@ -88,6 +88,37 @@ async fn s44_promql_check_rolls_back_a_failure_using_a_real_prometheus() {
     let env = Env::new("s44").await;
     let prom = LocalPrometheus::start(&env.ns);
 
+    // Bad input is refused at apply, with a message that says what is wrong.
+    let refused: [(&str, serde_json::Value, &str); 4] = [
+        (
+            "address",
+            json!("ftp://127.0.0.1:9090"),
+            "must be an http:// or https:// URL",
+        ),
+        (
+            "address",
+            json!("http://user:pw@127.0.0.1:9090"),
+            "without credentials",
+        ),
+        (
+            "queries",
+            json!([{"name": "q", "query": "up{pod=\"{{pod}}\"}", "max": 1}]),
+            "the only placeholders are",
+        ),
+        (
+            "queries",
+            json!([{"name": "q", "query": "up"}]),
+            "set min, max or both",
+        ),
+    ];
+    for (field, value, message) in refused {
+        let mut bad = env.spec("shortener:v1", &[]);
+        bad["analysis"] = promql_analysis(&prom.address);
+        bad["analysis"]["prometheus"][field] = value;
+        let err = env.apply(bad).await.expect_err("refused at apply");
+        assert!(err.to_string().contains(message), "{field}: {err}");
+    }
+
     // v1 bakes on PromQL alone: it becomes stable only once an interval passed both queries.
     let mut v1 = env.spec("shortener:v1", &[]);
     v1["analysis"] = promql_analysis(&prom.address);
@@ -115,7 +146,8 @@ async fn s44_promql_check_rolls_back_a_failure_using_a_real_prometheus() {
     assert_eq!(st.phase, Phase::RolledBack);
     assert_eq!(st.stable_revision, Some(1));
     assert!(
-        st.message.contains("PromQL check failed: query api-5xx-rate = ")
+        st.message
+            .contains("PromQL check failed: query api-5xx-rate = ")
             && st.message.contains("outside (max 0)"),
         "the failure names the query, its value and bound: {}",
         st.message
@@ -128,10 +160,14 @@ async fn s44_promql_check_rolls_back_a_failure_using_a_real_prometheus() {
     // And the client is served by v1 again.
     let ok_before = tally.ok;
     let traffic = Traffic::start(&env).await;
-    eventually("requests succeed on v1", Duration::from_secs(15), || async {
-        let t = traffic.tally().await;
-        (t.ok >= 20).then_some(())
-    })
+    eventually(
+        "requests succeed on v1",
+        Duration::from_secs(15),
+        || async {
+            let t = traffic.tally().await;
+            (t.ok >= 20).then_some(())
+        },
+    )
     .await;
     let after = traffic.stop().await;
     eprintln!(
