@@ -3,8 +3,10 @@
 set -euo pipefail
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
-# promtool, for the chart's alert rule checks (Debian's package does not start the server here).
-command -v promtool >/dev/null || need_apt+=(prometheus)
+# promtool, for the chart's alert rule checks, and the prometheus server that check-chart.sh,
+# chart-e2e.sh and e2e scenario s44 start on loopback themselves (scripts/prometheus-local.sh;
+# Debian's package does not start a server here).
+{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need_apt+=(prometheus)
 # PostgreSQL server binaries, for the store tests on PostgreSQL (scripts/pg.sh). Some machines
 # ship them on PATH; Debian's package keeps them in /usr/lib/postgresql/*/bin.
 command -v pg_ctl >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)

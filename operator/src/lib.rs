@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod observe;
 pub mod podtemplate;
 pub mod probes;
+pub mod promql;
 pub mod reconcile;
 pub mod resources;
 pub mod rollout;

@@ -191,6 +191,9 @@ pub struct Http<'a> {
     pub port: i32,
     /// The release's API token: the smoke test creates a URL, and writes need one.
     pub token: &'a str,
+    /// `spec.analysis.prometheus`: queried each interval, and the pods are read only with
+    /// its `scrapePods`.
+    pub prometheus: Option<&'a crate::promql::Target<'a>>,
 }
 
 impl Prober for Http<'_> {
@@ -210,12 +213,23 @@ impl Prober for Http<'_> {
     }
 
     fn analyze(&mut self, hash: &str) -> impl Future<Output = AnalysisSample> + Send {
+        let scrape = self.prometheus.is_none_or(|t| t.spec.scrape_pods);
         let ips = self
             .addresses
             .get(hash)
+            .filter(|_| scrape)
             .map(|a| a.all.clone())
             .unwrap_or_default();
-        analyze(self.client, self.baseline, ips, self.port)
+        let (client, baseline, port, target) =
+            (self.client, self.baseline, self.port, self.prometheus);
+        let hash = hash.to_string();
+        async move {
+            let mut sample = analyze(client, baseline, ips, port).await;
+            if let Some(target) = target {
+                sample.prometheus = Some(crate::promql::sample(client, target, &hash).await);
+            }
+            sample
+        }
     }
 }
 

@@ -63,12 +63,25 @@ pub async fn release(cached: &ShortenerRelease, ctx: &Context) -> Result<Action>
     };
     // The bake's status holds each pod's counters at the previous sample.
     let empty = BTreeMap::new();
+    // With spec.analysis.prometheus the analysis asks Prometheus (and the pods only with
+    // scrapePods). The token Secret, if any, is read here: a failure to read it is said
+    // in the analysis result, it does not stop the reconcile.
+    let promql_target = match &spec.analysis.prometheus {
+        Some(p) => Some(crate::promql::Target {
+            spec: p,
+            namespace: &ns,
+            release: &name,
+            token: crate::promql::read_token(&ctx.client, &ns, p).await,
+        }),
+        None => None,
+    };
     let mut prober = probes::Http {
         client: &ctx.http,
         addresses: &addresses,
         baseline: status.analysis.as_ref().map_or(&empty, |a| &a.pod_counts),
         port: spec.port,
         token: &token,
+        prometheus: promql_target.as_ref(),
     };
     let plan = match rollout::settle(&input, &mut prober).await {
         Ok(plan) => plan,

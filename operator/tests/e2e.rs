@@ -8,6 +8,8 @@
 mod support;
 // s20-s22, issue 17: releases that take long to start (operator/tests/startup/mod.rs).
 mod startup;
+// s44, issue 14: the bake judged by PromQL on a real Prometheus (operator/tests/promql/mod.rs).
+mod promql;
 use std::time::{Duration, Instant};
 use support::env::*;
 use support::traffic::{Tally, Traffic};

@@ -5,11 +5,13 @@
 
 pub mod annotations;
 pub mod budget;
+mod promql;
 pub mod reason;
 mod spec;
 mod status;
 mod template;
 
+pub use promql::*;
 pub use reason::FailureReason;
 pub use spec::*;
 pub use status::*;

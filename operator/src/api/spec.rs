@@ -354,6 +354,10 @@ pub struct Analysis {
     #[serde(default = "default_min_requests")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 1000000").message("spec.analysis.minRequests must be between 1 and 1000000"))]
     pub min_requests: i64,
+    /// Judge the bake with PromQL queries against a Prometheus server, instead of reading
+    /// each pod's `/metrics` (unless `scrapePods`). Default: none, the pods are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<super::promql::PrometheusAnalysis>,
 }
 
 impl Default for Analysis {
@@ -364,6 +368,7 @@ impl Default for Analysis {
             max_error_rate: default_max_error_rate(),
             bake_seconds: default_bake(),
             min_requests: default_min_requests(),
+            prometheus: None,
         }
     }
 }

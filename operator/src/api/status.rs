@@ -199,6 +199,17 @@ pub struct AnalysisStatus {
     /// also in an operator restarted mid-bake.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_counts: BTreeMap<String, RequestCounts>,
+    /// Intervals in which every `spec.analysis.prometheus` query answered a number within
+    /// its bounds; the bake does not end stable at zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prometheus_passed_intervals: i32,
+    /// The last PromQL result: each query's value and bounds, or why it gave no number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 impl AnalysisStatus {
@@ -211,6 +222,8 @@ impl AnalysisStatus {
             requests: 0,
             errors: 0,
             pod_counts: BTreeMap::new(),
+            prometheus_passed_intervals: 0,
+            prometheus: None,
         }
     }
 }

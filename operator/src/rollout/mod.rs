@@ -72,6 +72,8 @@ pub struct AnalysisSample {
     pub errors: i64,
     /// Each pod's counters as just read: the baseline of the next sample.
     pub pod_counts: BTreeMap<String, crate::api::RequestCounts>,
+    /// The PromQL queries' verdict, with `spec.analysis.prometheus`.
+    pub prometheus: Option<crate::promql::Verdict>,
 }
 
 /// Everything observed for one reconcile.

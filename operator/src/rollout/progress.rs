@@ -12,6 +12,7 @@ use crate::api::reason;
 use crate::api::{
     AnalysisStatus, FailureReason, Outcome, Phase, RevisionRecord, ShortenerReleaseSpec,
 };
+use crate::promql::{self, Verdict};
 
 /// Where the checks of a revision without traffic stand.
 pub(super) enum Checks {
@@ -255,22 +256,26 @@ impl Decider<'_> {
             analysis.requests += sample.requests;
             analysis.errors += sample.errors;
             analysis.pod_counts = sample.pod_counts.clone();
+            let promql_passed = promql::record(&mut analysis, sample.prometheus.as_ref());
             if interval_failed(spec, sample) {
                 analysis.failed_intervals += 1;
                 self.health = Health::Down(since);
-            } else if sample.requests >= spec.analysis.min_requests {
+            } else if sample.requests >= spec.analysis.min_requests || promql_passed {
                 analysis.failed_intervals = 0;
                 self.health = Health::Up;
             }
             self.st.analysis = Some(analysis.clone());
             if analysis.failed_intervals >= spec.analysis.failure_limit {
-                let msg = format!(
-                    "{} of {} requests failed in the last {}s (limit {}%)",
-                    sample.errors,
-                    sample.requests,
-                    spec.analysis.interval_seconds,
-                    spec.analysis.max_error_rate
-                );
+                let msg = match &sample.prometheus {
+                    Some(Verdict::Failed(why)) => format!("PromQL check failed: {why}"),
+                    _ => format!(
+                        "{} of {} requests failed in the last {}s (limit {}%)",
+                        sample.errors,
+                        sample.requests,
+                        spec.analysis.interval_seconds,
+                        spec.analysis.max_error_rate
+                    ),
+                };
                 self.fail_promoted(rec, FailureReason::AnalysisFailed, msg, since, &analysis);
                 return None;
             }
@@ -278,6 +283,10 @@ impl Decider<'_> {
         if seconds_between(analysis.promoted_at, self.now())
             >= f64::from(spec.analysis.bake_seconds)
         {
+            if let Some(msg) = promql::unproven(spec, &analysis) {
+                self.fail_promoted(rec, FailureReason::AnalysisFailed, msg, since, &analysis);
+                return None;
+            }
             self.make_stable(rec);
             return None;
         }
@@ -285,8 +294,15 @@ impl Decider<'_> {
             Phase::Analyzing,
             reason::BAKING,
             format!(
-                "revision {} serving; baking {}s, {} errors in {} requests so far",
-                rec.revision, spec.analysis.bake_seconds, analysis.errors, analysis.requests
+                "revision {} serving; baking {}s, {} errors in {} requests so far{}",
+                rec.revision,
+                spec.analysis.bake_seconds,
+                analysis.errors,
+                analysis.requests,
+                analysis
+                    .prometheus
+                    .as_ref()
+                    .map_or_else(String::new, |p| format!("; {p}"))
             ),
         );
         None
@@ -329,6 +345,9 @@ impl Decider<'_> {
 }
 
 pub(super) fn interval_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool {
+    if matches!(sample.prometheus, Some(Verdict::Failed(_))) {
+        return true;
+    }
     if sample.requests < spec.analysis.min_requests || sample.requests <= 0 {
         return false;
     }

@@ -6,10 +6,10 @@ mod budget;
 mod gate;
 mod manual;
 mod progress;
+mod promql;
 mod rolling;
 mod scale;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -236,7 +236,7 @@ fn sample(requests: i64, errors: i64) -> AnalysisSample {
     AnalysisSample {
         requests,
         errors,
-        pod_counts: BTreeMap::new(),
+        ..Default::default()
     }
 }
 
