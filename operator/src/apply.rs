@@ -15,7 +15,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource};
 use tracing::{info, warn};
 
-use crate::api::{Phase, ShortenerRelease};
+use crate::api::{Phase, ShortenerRelease, reason};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::incident;
@@ -44,6 +44,11 @@ pub async fn plan(
     };
     if let Some(routing) = &plan.routing {
         target.services(routing).await?;
+        if plan.rollback.is_some() {
+            crate::crash::point(crate::crash::AFTER_ROLLBACK_SWITCH);
+        } else if plan.events.iter().any(|e| e.reason == reason::PROMOTED) {
+            crate::crash::point(crate::crash::AFTER_PROMOTION_SWITCH);
+        }
         if let Some(rb) = &plan.rollback {
             ctx.metrics
                 .rollbacks
@@ -70,6 +75,9 @@ pub async fn plan(
     // Before the workload: if a later write fails, the next reconcile re-applies from this
     // status instead of re-deciding from a state that no longer holds.
     target.status(&plan).await?;
+    if plan.rollback.is_some() {
+        crate::crash::point(crate::crash::AFTER_ROLLBACK_STATUS);
+    }
     match &plan.workload {
         Workload::BlueGreen(actions) => target.blue_green(actions).await?,
         Workload::Rolling(Some(rolling)) => target.rolling(rolling, template).await?,

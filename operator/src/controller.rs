@@ -17,7 +17,7 @@ use crate::api::ShortenerRelease;
 use crate::backoff::Backoffs;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, Metrics};
 use crate::resources::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER};
 
 async fn reconcile(sr: Arc<ShortenerRelease>, ctx: Arc<Context>) -> Result<Action> {
@@ -88,6 +88,7 @@ pub async fn run(
     let releases = controller.store();
     let backoffs = Arc::new(Backoffs::default());
     let succeeded = backoffs.clone();
+    let ctx_deleted = ctx.clone();
     controller
         // A release gated on another (`spec.promotion.requires`) proceeds the moment its gate
         // changes, e.g. becomes Healthy with the awaited image.
@@ -130,10 +131,69 @@ pub async fn run(
             move |sr, err, ctx| error_policy(sr, err, ctx, &backoffs),
             ctx,
         )
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "controller event");
+        .for_each(|res| {
+            let ctx = ctx_deleted.clone();
+            async move {
+                if let Err(e) = res {
+                    forget_if_deleted(&ctx.metrics, &e);
+                    tracing::debug!(error = %e, "controller event");
+                }
             }
         })
         .await;
+}
+
+/// A reconcile asked for a release that no longer exists: it was deleted, and its metric
+/// series go. Releases have no finalizer, so a plain `kubectl delete` (background
+/// propagation) never shows the operator a deletionTimestamp; the reconcile that its
+/// children's deletion triggers fails with `ObjectNotFound` instead.
+fn forget_if_deleted<R, Q>(metrics: &Metrics, err: &kube::runtime::controller::Error<R, Q>) {
+    if let kube::runtime::controller::Error::ObjectNotFound(obj) = err
+        && let Some(namespace) = obj.namespace.as_deref()
+    {
+        metrics.forget(namespace, &obj.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Phase;
+    use prometheus::Encoder;
+
+    type ControllerError = kube::runtime::controller::Error<Error, std::io::Error>;
+
+    /// Series of the releases `web` and `other` in `ns`, after `err`.
+    fn after(err: ControllerError) -> (bool, bool) {
+        let registry = prometheus::Registry::new();
+        let metrics = Metrics::new(&registry).unwrap();
+        for name in ["web", "other"] {
+            metrics.set_phase("ns", name, Phase::Healthy);
+        }
+        forget_if_deleted(&metrics, &err);
+        let mut buf = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut buf)
+            .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        (
+            text.contains("name=\"web\""),
+            text.contains("name=\"other\""),
+        )
+    }
+
+    #[test]
+    fn a_release_gone_from_the_store_loses_its_series_and_no_other_does() {
+        let gone = ObjectRef::<ShortenerRelease>::new("web")
+            .within("ns")
+            .erase();
+        let err = ControllerError::ObjectNotFound(Box::new(gone));
+        assert_eq!(after(err), (false, true));
+    }
+
+    #[test]
+    fn other_controller_errors_forget_nothing() {
+        let err = ControllerError::QueueError(std::io::Error::other("watch failed"));
+        assert_eq!(after(err), (true, true));
+    }
 }

@@ -79,6 +79,12 @@ pub fn decide(me: &str, lease: Option<&Observed>, now: Timestamp) -> Decision {
     }
 }
 
+/// How long a Lease holds without renewal (client-go's default).
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How often the holder renews and a candidate reads the Lease again (client-go's default).
+/// A leader killed without warning is replaced within `LEASE_DURATION + RETRY_PERIOD`.
+pub const RETRY_PERIOD: Duration = Duration::from_secs(5);
+
 /// Lease settings. Defaults follow client-go's leader election: 15 s lease, renew every 5 s.
 #[derive(Clone, Debug)]
 pub struct Settings {

@@ -10,6 +10,7 @@ pub mod budget;
 pub mod cli;
 pub mod context;
 pub mod controller;
+pub mod crash;
 pub mod error;
 pub mod gate;
 pub mod incident;

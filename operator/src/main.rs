@@ -216,8 +216,8 @@ fn leader_settings(args: &Args) -> anyhow::Result<Option<leader::Settings>> {
         namespace,
         name: args.leader_election_id.clone(),
         identity,
-        lease_duration: std::time::Duration::from_secs(15),
-        retry_period: std::time::Duration::from_secs(5),
+        lease_duration: leader::LEASE_DURATION,
+        retry_period: leader::RETRY_PERIOD,
     }))
 }
 

@@ -249,6 +249,7 @@ async fn smoke_all(
         if let Err(e) = smoke_test(client, ip, port, &marker, &token).await {
             return SmokeResult::Failed(e);
         }
+        crate::crash::point(crate::crash::SMOKE_TEST);
     }
     SmokeResult::Passed
 }

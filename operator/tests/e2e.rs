@@ -10,6 +10,8 @@ mod support;
 mod startup;
 // s44, issue 14: the bake judged by PromQL on a real Prometheus (operator/tests/promql/mod.rs).
 mod promql;
+// c1-c5, issue 15: the operator under faults (operator/tests/chaos/mod.rs).
+mod chaos;
 use std::time::{Duration, Instant};
 use support::env::*;
 use support::traffic::{Tally, Traffic};
@@ -544,29 +546,8 @@ async fn s8_operator_restarted_mid_rollout_resumes() {
 async fn s14_standby_takes_over_when_the_leader_stops() {
     let mut env = Env::new("s14").await;
     env.operator.kill().await.unwrap();
-    let leases =
-        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(env.client.clone(), &env.ns);
-    let holder = || async {
-        leases
-            .get_opt("shortener-operator")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec?.holder_identity)
-            .filter(|h| !h.is_empty())
-    };
-    let mut replicas = Vec::new();
-    for identity in ["replica-a", "replica-b"] {
-        let addr = free_addr();
-        let args = ["--leader-elect", "--leader-election-namespace", &env.ns];
-        let mut args = args.to_vec();
-        args.extend(["--leader-election-identity", identity]);
-        replicas.push((
-            identity,
-            addr.clone(),
-            spawn_operator_with(&env.ns, &addr, &args),
-        ));
-    }
+    let holder = || lease_holder(&env);
+    let mut replicas = spawn_replicas(&env);
     env.healthy_v1().await;
     let leader = eventually("a Lease holder", Duration::from_secs(30), holder).await;
     let leader_at = replicas
@@ -1058,6 +1039,102 @@ async fn s11_exhausted_budget_freezes_the_next_release_until_overridden() {
         .await;
     let st = sr.status.unwrap();
     assert_eq!(st.stable_revision, Some(3));
+    env.cleanup().await;
+}
+
+/// A promotion gate in another tenant's namespace (issue 15): until the gate's owners opt in
+/// (annotation `shortener.dev/promotion-gate-for` naming this namespace) the release is
+/// blocked and its status says nothing of the gate, neither that it exists nor its image;
+/// once they do, it rolls out.
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s32_cross_namespace_gate_is_refused_until_the_gate_opts_in() {
+    let mut env = Env::new("xgate").await;
+    let tenant_ns = support::unique_namespace("e2e-xgate-tenant");
+    Api::<Namespace>::all(env.client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": tenant_ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    // One operator watching both namespaces.
+    env.operator.kill().await.unwrap();
+    env.operator = spawn_operator(&format!("{},{tenant_ns}", env.ns), &env.metrics_addr);
+    env.healthy_v1().await;
+
+    let tenant = Api::<ShortenerRelease>::namespaced(env.client.clone(), &tenant_ns);
+    let tenant_store = format!("{}-tenant.db", env.store.display());
+    let mut spec = env.spec("shortener:v1", &[]);
+    spec["env"] = json!([{"name": "SHORTENER_STORE", "value": tenant_store}]);
+    spec["promotion"] = json!({"requires": {"namespace": env.ns, "name": NAME}});
+    let sr = json!({
+        "apiVersion": "shortener.dev/v1alpha1",
+        "kind": "ShortenerRelease",
+        "metadata": {"name": NAME},
+        "spec": spec,
+    });
+    tenant
+        .patch(NAME, &PatchParams::apply("e2e").force(), &Patch::Apply(&sr))
+        .await
+        .unwrap();
+    let tenant_status = |what: &'static str, pred: fn(&ShortenerRelease) -> bool| {
+        let tenant = tenant.clone();
+        eventually(what, Duration::from_secs(150), move || {
+            let tenant = tenant.clone();
+            async move {
+                let sr = tenant.get(NAME).await.ok()?;
+                let st = sr.status.as_ref()?;
+                (st.observed_generation == sr.metadata.generation && pred(&sr)).then_some(sr)
+            }
+        })
+    };
+    let blocked = tenant_status("the tenant blocked on its gate", |sr| {
+        sr.status.as_ref().is_some_and(|s| {
+            s.phase == Phase::Blocked
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Progressing" && c.reason == "PromotionGateNotFound")
+        })
+    })
+    .await;
+    let st = blocked.status.unwrap();
+    assert!(
+        st.history.is_empty(),
+        "nothing rolled out: {:?}",
+        st.history
+    );
+    // The same words as for a gate that does not exist: nothing about the other tenant.
+    assert!(
+        st.message.contains("not found or is not shared"),
+        "{}",
+        st.message
+    );
+    assert!(!st.message.contains("shortener:v1"), "{}", st.message);
+
+    env.srs
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "shortener.dev/promotion-gate-for": tenant_ns
+            }}})),
+        )
+        .await
+        .unwrap();
+    let sr = tenant_status("the tenant Healthy on v1 once shared", |sr| {
+        sr.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Healthy && s.stable_revision == Some(1))
+    })
+    .await;
+    assert_eq!(revision_outcome(&sr, 1).0, Outcome::Promoted);
+    let _ = Api::<Namespace>::all(env.client.clone())
+        .delete(&tenant_ns, &DeleteParams::default())
+        .await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{tenant_store}{suffix}"));
+    }
     env.cleanup().await;
 }
 

@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
@@ -81,6 +82,17 @@ pub fn free_addr() -> String {
 }
 
 pub fn spawn_operator_with(ns: &str, metrics_addr: &str, extra: &[&str]) -> Child {
+    spawn_operator_env(ns, metrics_addr, extra, &[])
+}
+
+/// As [`spawn_operator_with`], with extra environment variables (e.g. the test-only
+/// `OPERATOR_TEST_CRASH_AT`).
+pub fn spawn_operator_env(
+    ns: &str,
+    metrics_addr: &str,
+    extra: &[&str],
+    vars: &[(&str, &str)],
+) -> Child {
     let dir = root().join(".testenv/e2e");
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::OpenOptions::new()
@@ -95,11 +107,43 @@ pub fn spawn_operator_with(ns: &str, metrics_addr: &str, extra: &[&str]) -> Chil
         // s9's webhook receiver listens on loopback, which the operator refuses by default.
         .args(["--webhook-allow-cidr", "127.0.0.0/8"])
         .args(extra)
+        .envs(vars.iter().copied())
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .kill_on_drop(true)
         .spawn()
         .expect("spawn operator")
+}
+
+/// Two operator replicas with `--leader-elect` watching `env`'s namespace, with its Lease
+/// there: (identity, metrics address, process) each.
+pub fn spawn_replicas(env: &Env) -> Vec<(&'static str, String, Child)> {
+    ["replica-a", "replica-b"]
+        .into_iter()
+        .map(|identity| {
+            let addr = free_addr();
+            let args = [
+                "--leader-elect",
+                "--leader-election-namespace",
+                &env.ns,
+                "--leader-election-identity",
+                identity,
+            ];
+            let child = spawn_operator_with(&env.ns, &addr, &args);
+            (identity, addr, child)
+        })
+        .collect()
+}
+
+/// The identity holding the operator's Lease in `env`'s namespace, if any.
+pub async fn lease_holder(env: &Env) -> Option<String> {
+    Api::<Lease>::namespaced(env.client.clone(), &env.ns)
+        .get_opt("shortener-operator")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+        .filter(|h| !h.is_empty())
 }
 
 /// One scenario's namespace, operator process and helpers.
