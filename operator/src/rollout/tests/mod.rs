@@ -236,7 +236,7 @@ fn sample(requests: i64, errors: i64) -> AnalysisSample {
     AnalysisSample {
         requests,
         errors,
-        pod_counts: BTreeMap::new(),
+        ..AnalysisSample::default()
     }
 }
 
