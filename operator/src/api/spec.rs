@@ -359,9 +359,11 @@ pub struct Analysis {
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 1000000").message("spec.analysis.minRequests must be between 1 and 1000000"))]
     pub min_requests: i64,
     /// Judged requests (API-route answers that were not 4xx) the whole bake needs before
-    /// the revision may become stable, 0..=1000000000; 0 turns the check off. Default 1: a
-    /// revision nobody used is never declared healthy without saying so. Requests of the
-    /// smoke test do not count.
+    /// the revision may become stable, 0..=1000000000. Requests of the smoke test do not
+    /// count. Default 0: no minimum, so a release nobody uses yet (a first install, a
+    /// staging namespace) still becomes stable, but never silently: a bake without any
+    /// judged request ends with a Warning Event `InsufficientTraffic`. Set it (with
+    /// `insufficientTraffic`) where traffic is expected.
     #[serde(default = "default_min_bake_requests")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 1000000000").message("spec.analysis.minBakeRequests must be between 0 and 1000000000"))]
     pub min_bake_requests: i64,
@@ -538,7 +540,7 @@ fn default_min_requests() -> i64 {
     1
 }
 fn default_min_bake_requests() -> i64 {
-    1
+    0
 }
 fn default_history_limit() -> i32 {
     5

@@ -290,6 +290,16 @@ impl Decider<'_> {
         }
         if bake_over {
             if analysis.requests >= spec.analysis.min_bake_requests {
+                if analysis.requests == 0 {
+                    // No minimum asked for, but a release nobody used is not declared
+                    // healthy without a word.
+                    let msg = format!(
+                        "revision {} becomes stable without a single judged request during \
+                         its {}s bake (spec.analysis.minBakeRequests is 0)",
+                        rec.revision, spec.analysis.bake_seconds
+                    );
+                    self.event(true, reason::INSUFFICIENT_TRAFFIC, msg);
+                }
                 self.make_stable(rec);
             } else {
                 self.short_of_traffic(rec, since, &analysis);

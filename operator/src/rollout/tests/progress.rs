@@ -507,7 +507,11 @@ fn a_bake_short_of_traffic_is_never_promoted_silently() {
             (Phase::RolledBack, Some(why)) => {
                 assert_eq!(w.outcome(2), (Outcome::Failed, Some(why.into())), "{name}");
             }
-            _ => assert_eq!(w.status.stable_revision, Some(2), "{name}"),
+            _ => {
+                assert_eq!(w.status.stable_revision, Some(2), "{name}");
+                let warned = events.contains(&reason::INSUFFICIENT_TRAFFIC.to_string());
+                assert_eq!(warned, per_sample == 0, "{name}: warned iff no traffic");
+            }
         }
     }
 }
@@ -515,6 +519,7 @@ fn a_bake_short_of_traffic_is_never_promoted_silently() {
 #[test]
 fn a_held_revision_becomes_stable_once_the_traffic_came() {
     let mut w = World::with_v2_ready();
+    w.spec.analysis.min_bake_requests = 1;
     w.sample = sample(0, 0);
     for _ in 0..8 {
         w.step();
