@@ -426,6 +426,19 @@ async fn s7_invalid_spec_is_rejected_and_delete_removes_everything() {
             json!({"image": "shortener:v1", "sla": {"allowedDowntimePerYear": "15 minutes"}}),
             "spec.sla.allowedDowntimePerYear",
         ),
+        (json!({"image": "shortener:v1@sha256:abc"}), "spec.image"),
+        (
+            json!({"image": "shortener:v1", "analysis": {"minBakeRequests": -1}}),
+            "spec.analysis.minBakeRequests",
+        ),
+        (
+            json!({"image": "shortener:v1", "analysis": {"maxLatencyP99Ms": 0}}),
+            "spec.analysis.maxLatencyP99Ms",
+        ),
+        (
+            json!({"image": "shortener:v1", "analysis": {"insufficientTraffic": "Ignore"}}),
+            "spec.analysis.insufficientTraffic",
+        ),
     ] {
         let err = env
             .apply(spec.clone())
@@ -480,6 +493,19 @@ async fn s7_invalid_spec_is_rejected_and_delete_removes_everything() {
         )
         .await
         .expect("a 55-character name is valid");
+    // Pinned images: a digest, or a tag and a digest (what `docker buildx` and CI print).
+    let digest = "a".repeat(64);
+    for image in [
+        format!("shortener@sha256:{digest}"),
+        format!("registry:5000/shortener:v1@sha256:{digest}"),
+    ] {
+        let mut sr = named(NAME);
+        sr["spec"]["image"] = json!(image);
+        env.srs
+            .patch(NAME, &PatchParams::apply("e2e").dry_run(), &Patch::Apply(&sr))
+            .await
+            .unwrap_or_else(|e| panic!("{image} refused: {e}"));
+    }
 
     env.healthy_v1().await;
     // port is immutable
@@ -1815,8 +1841,8 @@ async fn s19_pod_template_reaches_the_deployment_and_owned_fields_are_refused() 
 /// comes; with `insufficientTraffic: Fail`, rolled back. Never a silent promotion.
 #[tokio::test]
 #[ignore = "needs testenv"]
-async fn s20_analysis_zero_traffic_bake_is_not_promoted_silently() {
-    let env = Env::new("s20").await;
+async fn s50_analysis_zero_traffic_bake_is_not_promoted_silently() {
+    let env = Env::new("s50").await;
     let mut spec = env.spec("shortener:v1", &[]);
     spec["analysis"]["bakeSeconds"] = json!(3);
     spec["analysis"]["minBakeRequests"] = json!(10);
@@ -1868,8 +1894,8 @@ async fn s20_analysis_zero_traffic_bake_is_not_promoted_silently() {
 /// 5xx below `maxErrorRate`.
 #[tokio::test]
 #[ignore = "needs testenv"]
-async fn s21_analysis_404_flood_does_not_hide_shorten_500() {
-    let env = Env::new("s21").await;
+async fn s51_analysis_404_flood_does_not_hide_shorten_500() {
+    let env = Env::new("s51").await;
     env.healthy_v1().await;
     let addr = env.active_address().await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1914,7 +1940,7 @@ async fn s21_analysis_404_flood_does_not_hide_shorten_500() {
     assert!(st.history[1].promoted_at.is_some(), "v2 was promoted first");
     assert_eq!(st.phase, Phase::RolledBack);
     eprintln!(
-        "s21: {} 404s flooded while clients saw {} failures of {}",
+        "s51: {} 404s flooded while clients saw {} failures of {}",
         flooded.load(std::sync::atomic::Ordering::SeqCst),
         tally.failed,
         tally.ok + tally.failed
@@ -1925,8 +1951,8 @@ async fn s21_analysis_404_flood_does_not_hide_shorten_500() {
 /// `latency=300ms` on v2: its p99 over an interval is far above `maxLatencyP99Ms`.
 #[tokio::test]
 #[ignore = "needs testenv"]
-async fn s22_analysis_latency_regression_is_rolled_back() {
-    let env = Env::new("s22").await;
+async fn s52_analysis_latency_regression_is_rolled_back() {
+    let env = Env::new("s52").await;
     let mut spec = env.spec("shortener:v1", &[]);
     spec["analysis"]["maxLatencyP99Ms"] = json!(100);
     spec["analysis"]["bakeSeconds"] = json!(4);
@@ -1950,6 +1976,6 @@ async fn s22_analysis_latency_regression_is_rolled_back() {
     assert_eq!(st.phase, Phase::RolledBack);
     assert_eq!(st.stable_revision, Some(1), "v1 passed with ~1 ms");
     assert!(st.message.contains("p99"), "{}", st.message);
-    eprintln!("s22: {tally:?}; {}", st.message);
+    eprintln!("s52: {tally:?}; {}", st.message);
     env.cleanup().await;
 }

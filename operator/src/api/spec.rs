@@ -78,11 +78,12 @@ use super::template::{PodTemplateOverlay, Store};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ShortenerReleaseSpec {
-    /// Container image with a tag or a digest, e.g. `shortener:v2` or
-    /// `registry:5000/shortener@sha256:<64 hex>`. Required; no default.
+    /// Container image with a tag, a digest or both, e.g. `shortener:v2`,
+    /// `registry:5000/shortener@sha256:<64 hex>` or `shortener:v2@sha256:<64 hex>`.
+    /// Required; no default.
     #[x_kube(validation = kube::core::Rule::new(
-        r"self.matches('^([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$')"
-    ).message("spec.image must be a lowercase image name with a tag (name:tag) or a digest (name@sha256:...)"))]
+        r"self.matches('^([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?@sha256:[a-f0-9]{64})$')"
+    ).message("spec.image must be a lowercase image name with a tag (name:tag), a digest (name@sha256:...) or both (name:tag@sha256:...)"))]
     #[schemars(length(max = 512))]
     pub image: String,
 
