@@ -14,11 +14,14 @@ pub enum FailureReason {
     ProgressDeadlineExceeded,
     SmokeTestFailed,
     AnalysisFailed,
+    /// The bake ended with fewer requests than `spec.analysis.minBakeRequests`, and
+    /// `insufficientTraffic` is `Fail`.
+    InsufficientTraffic,
     Manual,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 8] = [
+    pub const ALL: [FailureReason; 9] = [
         FailureReason::CrashLoop,
         FailureReason::StartupProbeFailed,
         FailureReason::ImagePullFailed,
@@ -26,6 +29,7 @@ impl FailureReason {
         FailureReason::ProgressDeadlineExceeded,
         FailureReason::SmokeTestFailed,
         FailureReason::AnalysisFailed,
+        FailureReason::InsufficientTraffic,
         FailureReason::Manual,
     ];
 
@@ -38,6 +42,7 @@ impl FailureReason {
             FailureReason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
             FailureReason::SmokeTestFailed => "SmokeTestFailed",
             FailureReason::AnalysisFailed => "AnalysisFailed",
+            FailureReason::InsufficientTraffic => "InsufficientTraffic",
             FailureReason::Manual => "Manual",
         }
     }
@@ -51,6 +56,9 @@ pub const SUPERSEDED: &str = "Superseded";
 pub const HEALTHY: &str = "Healthy";
 pub const WAITING_FOR_PODS: &str = "WaitingForPods";
 pub const BAKING: &str = "Baking";
+/// The bake ended with fewer requests than `spec.analysis.minBakeRequests` and the
+/// revision is held, serving but not stable (`insufficientTraffic: Hold`).
+pub const INSUFFICIENT_TRAFFIC: &str = "InsufficientTraffic";
 pub const PAUSED: &str = "Paused";
 pub const PENDING: &str = "Pending";
 pub const AS_EXPECTED: &str = "AsExpected";

@@ -78,11 +78,12 @@ use super::template::{PodTemplateOverlay, Store};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ShortenerReleaseSpec {
-    /// Container image with a tag or a digest, e.g. `shortener:v2` or
-    /// `registry:5000/shortener@sha256:<64 hex>`. Required; no default.
+    /// Container image with a tag, a digest or both, e.g. `shortener:v2`,
+    /// `registry:5000/shortener@sha256:<64 hex>` or `shortener:v2@sha256:<64 hex>`.
+    /// Required; no default.
     #[x_kube(validation = kube::core::Rule::new(
-        r"self.matches('^([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$')"
-    ).message("spec.image must be a lowercase image name with a tag (name:tag) or a digest (name@sha256:...)"))]
+        r"self.matches('^([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?@sha256:[a-f0-9]{64})$')"
+    ).message("spec.image must be a lowercase image name with a tag (name:tag), a digest (name@sha256:...) or both (name:tag@sha256:...)"))]
     #[schemars(length(max = 512))]
     pub image: String,
 
@@ -340,8 +341,12 @@ pub struct Analysis {
     #[serde(default = "default_failure_limit")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 100").message("spec.analysis.failureLimit must be between 1 and 100"))]
     pub failure_limit: i32,
-    /// Highest tolerated share of 5xx answers among non-probe requests in one interval,
-    /// in percent (0..=100; 0 means any 5xx fails the interval). Default 5.
+    /// Highest tolerated share of 5xx answers in one interval, in percent (0..=100; 0 means
+    /// any 5xx fails the interval). Default 5. Only the API routes (`/api/v1/urls...` and
+    /// `/{slug}`) are judged, and a 4xx answer counts neither as an error nor in the total:
+    /// it is the client's mistake and says nothing about the server, so a flood of 404s
+    /// cannot dilute real 5xx below the limit. Probes, `/metrics` and unmatched paths never
+    /// count.
     #[serde(default = "default_max_error_rate")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0.0 && self <= 100.0").message("spec.analysis.maxErrorRate is a percentage between 0 and 100"))]
     pub max_error_rate: f64,
@@ -358,6 +363,38 @@ pub struct Analysis {
     /// each pod's `/metrics` (unless `scrapePods`). Default: none, the pods are read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<super::promql::PrometheusAnalysis>,
+    /// Judged requests (API-route answers that were not 4xx) the whole bake needs before
+    /// the revision may become stable, 0..=1000000000. Requests of the smoke test do not
+    /// count. Default 0: no minimum, so a release nobody uses yet (a first install, a
+    /// staging namespace) still becomes stable, but never silently: a bake without any
+    /// judged request ends with a Warning Event `InsufficientTraffic`. Set it (with
+    /// `insufficientTraffic`) where traffic is expected.
+    #[serde(default = "default_min_bake_requests")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 1000000000").message("spec.analysis.minBakeRequests must be between 0 and 1000000000"))]
+    pub min_bake_requests: i64,
+    /// What happens when the bake ends with fewer than `minBakeRequests`: `Hold` (default)
+    /// keeps the revision serving and analysed, `Analyzing` with reason
+    /// `InsufficientTraffic`, until enough requests came (or `shortener.dev/promote`);
+    /// `Fail` fails it like a failed analysis (`InsufficientTraffic`, rolled back).
+    #[serde(default)]
+    pub insufficient_traffic: InsufficientTraffic,
+    /// Highest tolerated p99 latency of the API routes in one interval, in milliseconds,
+    /// 1..=60000, from `shortener_http_request_duration_seconds` (bucket deltas between
+    /// two reads, interpolated like PromQL's `histogram_quantile`). An interval above it
+    /// fails like one above `maxErrorRate`. Unset: latency is not judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 60000").message("spec.analysis.maxLatencyP99Ms must be between 1 and 60000"))]
+    pub max_latency_p99_ms: Option<i64>,
+}
+
+/// What a bake with too little traffic leads to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum InsufficientTraffic {
+    /// Keep the revision serving and analysed, not stable, until enough requests came.
+    #[default]
+    Hold,
+    /// Fail the revision (rolled back to the stable one).
+    Fail,
 }
 
 impl Default for Analysis {
@@ -369,6 +406,9 @@ impl Default for Analysis {
             bake_seconds: default_bake(),
             min_requests: default_min_requests(),
             prometheus: None,
+            min_bake_requests: default_min_bake_requests(),
+            insufficient_traffic: InsufficientTraffic::default(),
+            max_latency_p99_ms: None,
         }
     }
 }
@@ -504,6 +544,9 @@ fn default_bake() -> i32 {
 }
 fn default_min_requests() -> i64 {
     1
+}
+fn default_min_bake_requests() -> i64 {
+    0
 }
 fn default_history_limit() -> i32 {
     5

@@ -158,7 +158,7 @@ pub struct RevisionRecord {
     /// How the rollout ended.
     pub outcome: Outcome,
     /// Failure reason (`CrashLoop`, `StartupProbeFailed`, `ImagePullFailed`, `PodCreateFailed`,
-    /// `ProgressDeadlineExceeded`, `SmokeTestFailed`, `AnalysisFailed`, `Manual`) or another
+    /// `ProgressDeadlineExceeded`, `SmokeTestFailed`, `AnalysisFailed`, `InsufficientTraffic`, `Manual`) or another
     /// CamelCase reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -189,7 +189,7 @@ pub struct AnalysisStatus {
     /// Failing intervals in a row.
     #[serde(default)]
     pub failed_intervals: i32,
-    /// Non-probe requests seen so far during the bake.
+    /// Judged requests (API routes, not 4xx) seen so far during the bake.
     #[serde(default)]
     pub requests: i64,
     /// 5xx answers among them.
@@ -228,11 +228,17 @@ impl AnalysisStatus {
     }
 }
 
-/// A pod's `shortener_http_requests_total` over user routes, and the 5xx among them.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// A pod's `shortener_http_requests_total` over the API routes (4xx left out), the 5xx
+/// among them, and its cumulative duration histogram over those routes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct RequestCounts {
     pub requests: i64,
     pub errors: i64,
+    /// `shortener_http_request_duration_seconds_bucket` summed over the API routes, by
+    /// upper bound (`le`, as exported); at most 32 buckets are kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency_buckets: BTreeMap<String, i64>,
 }
 
 /// The latest failure of a revision.

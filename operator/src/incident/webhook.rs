@@ -883,6 +883,10 @@ mod tests {
             WebhookUrl::parse(&format!("http://127.0.0.1:{port}{SECRET_PATH}")).expect("valid");
         let sender = loopback_sender(fast_config(2)).expect("client");
         let payload = build_payload(&incident(), EXCERPT, PayloadLimits::default());
+        // Another test thread may have registered the log line's callsite with no subscriber
+        // while ours was being set (tracing caches "never" then): recompute, or the line can
+        // be lost and this test flakes under load.
+        tracing::callsite::rebuild_interest_cache();
         let error = sender
             .spawn(url, payload)
             .await

@@ -65,15 +65,26 @@ pub enum SmokeResult {
     Failed(String),
 }
 
-/// Non-probe requests and 5xx answers of the new revision since the previous sample.
+/// API-route requests (not 4xx) and 5xx answers of the new revision since the previous
+/// sample.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct AnalysisSample {
     pub requests: i64,
     pub errors: i64,
+    /// The interval's latency, when the pods export a duration histogram and it timed any.
+    pub latency: Option<Latency>,
     /// Each pod's counters as just read: the baseline of the next sample.
     pub pod_counts: BTreeMap<String, crate::api::RequestCounts>,
     /// The PromQL queries' verdict, with `spec.analysis.prometheus`.
     pub prometheus: Option<crate::promql::Verdict>,
+}
+
+/// The p99 request duration of an interval, from the histogram's bucket deltas.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Latency {
+    pub p99_seconds: f64,
+    /// Requests the histogram timed in the interval.
+    pub observed: i64,
 }
 
 /// Everything observed for one reconcile.

@@ -2,6 +2,8 @@
 //! pods, the smoke test, promotion, the bake with its analysis, and becoming stable; a newer
 //! spec superseding it; whether the serving revision is up.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
@@ -10,7 +12,8 @@ use super::{
 };
 use crate::api::reason;
 use crate::api::{
-    AnalysisStatus, FailureReason, Outcome, Phase, RevisionRecord, ShortenerReleaseSpec,
+    AnalysisStatus, FailureReason, InsufficientTraffic, Outcome, Phase, RevisionRecord,
+    ShortenerReleaseSpec,
 };
 use crate::promql::{self, Verdict};
 
@@ -178,7 +181,16 @@ impl Decider<'_> {
         self.active = self.stable_hash();
         self.check_serving();
         match self.check_unpromoted(rec, &obs) {
-            Checks::Passed => self.promote(rec),
+            Checks::Passed => {
+                // The pods' counters now are the bake's baseline: the smoke test's requests
+                // (and anything before the traffic) are not the bake's.
+                let Some(sample) = self.input.observed.analysis.as_ref() else {
+                    return Some(Probe::Analyze {
+                        hash: rec.pod_template_hash.clone(),
+                    });
+                };
+                self.promote(rec, sample.pod_counts.clone());
+            }
             Checks::Probe(probe) => return Some(probe),
             Checks::Failed => {}
             Checks::Waiting => self.set_phase(
@@ -247,8 +259,27 @@ impl Decider<'_> {
             .clone()
             .unwrap_or(AnalysisStatus::new(promoted_at));
         let interval = f64::from(spec.analysis.interval_seconds);
+        let bake = f64::from(spec.analysis.bake_seconds);
         let since = analysis.last_sample_at.unwrap_or(analysis.promoted_at);
-        if seconds_between(since, self.now()) >= interval {
+        let bake_over = seconds_between(analysis.promoted_at, self.now()) >= bake;
+        // Judged by PromQL alone, the pods' requests are never read: no minimum applies to
+        // them (a bake in which no interval passed every query fails instead, promql::unproven).
+        let pods_judged = spec
+            .analysis
+            .prometheus
+            .as_ref()
+            .is_none_or(|p| p.scrape_pods);
+        let min_bake_requests = if pods_judged {
+            spec.analysis.min_bake_requests
+        } else {
+            0
+        };
+        // A bake about to end short of traffic reads the pods once more after its end, so
+        // requests of its last moments (or of a bake shorter than an interval) count.
+        let final_read = bake_over
+            && analysis.requests < min_bake_requests
+            && seconds_between(analysis.promoted_at, since) < bake;
+        if seconds_between(since, self.now()) >= interval || final_read {
             let Some(sample) = self.input.observed.analysis.as_ref() else {
                 return Some(Probe::Analyze { hash });
             };
@@ -268,26 +299,32 @@ impl Decider<'_> {
             if analysis.failed_intervals >= spec.analysis.failure_limit {
                 let msg = match &sample.prometheus {
                     Some(Verdict::Failed(why)) => format!("PromQL check failed: {why}"),
-                    _ => format!(
-                        "{} of {} requests failed in the last {}s (limit {}%)",
-                        sample.errors,
-                        sample.requests,
-                        spec.analysis.interval_seconds,
-                        spec.analysis.max_error_rate
-                    ),
+                    _ => failure_detail(spec, sample),
                 };
                 self.fail_promoted(rec, FailureReason::AnalysisFailed, msg, since, &analysis);
                 return None;
             }
         }
-        if seconds_between(analysis.promoted_at, self.now())
-            >= f64::from(spec.analysis.bake_seconds)
-        {
+        if bake_over {
             if let Some(msg) = promql::unproven(spec, &analysis) {
                 self.fail_promoted(rec, FailureReason::AnalysisFailed, msg, since, &analysis);
                 return None;
             }
-            self.make_stable(rec);
+            if analysis.requests >= min_bake_requests {
+                if analysis.requests == 0 && pods_judged {
+                    // No minimum asked for, but a release nobody used is not declared
+                    // healthy without a word.
+                    let msg = format!(
+                        "revision {} becomes stable without a single judged request during \
+                         its {}s bake (spec.analysis.minBakeRequests is 0)",
+                        rec.revision, spec.analysis.bake_seconds
+                    );
+                    self.event(true, reason::INSUFFICIENT_TRAFFIC, msg);
+                }
+                self.make_stable(rec);
+            } else {
+                self.short_of_traffic(rec, since, &analysis);
+            }
             return None;
         }
         self.set_phase(
@@ -308,12 +345,51 @@ impl Decider<'_> {
         None
     }
 
-    pub(super) fn promote(&mut self, rec: &RevisionRecord) {
+    /// The bake is over with fewer judged requests than `minBakeRequests`: never a silent
+    /// promotion. `Fail` fails the revision; `Hold` keeps it serving and analysed, not
+    /// stable, until enough requests came (the intervals go on and can still fail it).
+    fn short_of_traffic(&mut self, rec: &RevisionRecord, since: Timestamp, a: &AnalysisStatus) {
+        let spec = self.input.spec;
+        let seen = format!(
+            "{} of {} requests during the {}s bake",
+            a.requests, spec.analysis.min_bake_requests, spec.analysis.bake_seconds
+        );
+        match spec.analysis.insufficient_traffic {
+            InsufficientTraffic::Fail => {
+                let why = FailureReason::InsufficientTraffic;
+                self.fail_promoted(rec, why, seen, since, a);
+            }
+            InsufficientTraffic::Hold => {
+                let msg = format!(
+                    "revision {} serving but not stable: {seen}; holding until {} (or \
+                     shortener.dev/promote)",
+                    rec.revision, spec.analysis.min_bake_requests
+                );
+                // One Event when the hold starts, not one per reconcile.
+                let holding = self.input.status.phase == Phase::Analyzing
+                    && self.input.status.conditions.iter().any(|c| {
+                        c.type_ == "Progressing" && c.reason == reason::INSUFFICIENT_TRAFFIC
+                    });
+                if !holding {
+                    self.event(true, reason::INSUFFICIENT_TRAFFIC, msg.clone());
+                }
+                self.set_phase(Phase::Analyzing, reason::INSUFFICIENT_TRAFFIC, msg);
+            }
+        }
+    }
+
+    pub(super) fn promote(
+        &mut self,
+        rec: &RevisionRecord,
+        baseline: BTreeMap<String, crate::api::RequestCounts>,
+    ) {
         let now = self.now();
         if let Some(r) = self.record_mut(rec.revision) {
             r.promoted_at = Some(now);
         }
-        self.st.analysis = Some(AnalysisStatus::new(now));
+        let mut analysis = AnalysisStatus::new(now);
+        analysis.pod_counts = baseline;
+        self.st.analysis = Some(analysis);
         self.active = Some(rec.pod_template_hash.clone());
         let msg = format!(
             "revision {} passed its checks and serves traffic; baking {}s",
@@ -345,12 +421,43 @@ impl Decider<'_> {
 }
 
 pub(super) fn interval_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool {
-    if matches!(sample.prometheus, Some(Verdict::Failed(_))) {
-        return true;
-    }
+    matches!(sample.prometheus, Some(Verdict::Failed(_)))
+        || error_rate_failed(spec, sample)
+        || latency_failed(spec, sample)
+}
+
+fn error_rate_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool {
     if sample.requests < spec.analysis.min_requests || sample.requests <= 0 {
         return false;
     }
     // errors/requests > max% without floating the counts.
     (sample.errors as f64) * 100.0 > spec.analysis.max_error_rate * (sample.requests as f64)
+}
+
+/// The interval's p99 above `maxLatencyP99Ms`, judged from `minRequests` timed requests on.
+fn latency_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool {
+    let (Some(max_ms), Some(latency)) = (spec.analysis.max_latency_p99_ms, &sample.latency) else {
+        return false;
+    };
+    latency.observed >= spec.analysis.min_requests.max(1)
+        && latency.p99_seconds * 1000.0 > max_ms as f64
+}
+
+/// What made the last interval fail, for the status, the Event and the incident.
+fn failure_detail(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> String {
+    let a = &spec.analysis;
+    if !error_rate_failed(spec, sample)
+        && let (Some(max_ms), Some(latency)) = (a.max_latency_p99_ms, &sample.latency)
+    {
+        return format!(
+            "p99 latency {:.0}ms over {} requests in the last {}s (limit {max_ms}ms)",
+            latency.p99_seconds * 1000.0,
+            latency.observed,
+            a.interval_seconds
+        );
+    }
+    format!(
+        "{} of {} requests failed in the last {}s (limit {}%)",
+        sample.errors, sample.requests, a.interval_seconds, a.max_error_rate
+    )
 }

@@ -23,9 +23,16 @@ fn first_release_goes_pending_progressing_analyzing_healthy() {
     let plan = w.step();
     assert_eq!(
         w.probes,
-        vec![Probe::SmokeTest {
-            hash: V1.to_string()
-        }]
+        vec![
+            Probe::SmokeTest {
+                hash: V1.to_string()
+            },
+            // The counters at promotion are the bake's baseline: the smoke test's requests
+            // are not the bake's traffic.
+            Probe::Analyze {
+                hash: V1.to_string()
+            }
+        ]
     );
     assert_eq!(w.status.phase, Phase::Analyzing);
     assert_eq!(active(&plan), Some(V1));
@@ -214,6 +221,7 @@ fn each_sample_leaves_its_pod_counters_in_status_for_the_next() {
         crate::api::RequestCounts {
             requests: 12,
             errors: 0,
+            ..Default::default()
         },
     )]
     .into();
@@ -424,7 +432,11 @@ fn no_smoke_test_promotes_when_ready() {
     w.step();
     w.pods(V1, 2, None);
     w.step();
-    assert!(w.probes.is_empty());
+    assert_eq!(
+        w.probes,
+        vec![Probe::Analyze { hash: V1.into() }],
+        "only the bake's baseline is read"
+    );
     assert_eq!(w.status.phase, Phase::Analyzing);
 }
 
@@ -440,4 +452,145 @@ fn history_is_pruned_but_keeps_stable() {
     }
     let revisions: Vec<i64> = w.status.history.iter().map(|r| r.revision).collect();
     assert_eq!(revisions, vec![1, 4, 5]);
+}
+
+#[test]
+fn a_bake_short_of_traffic_is_never_promoted_silently() {
+    use crate::api::InsufficientTraffic::{Fail, Hold};
+    // (minBakeRequests, policy, requests per 1 s sample over a 5 s bake, phase, why)
+    let cases = [
+        (
+            1,
+            Hold,
+            0,
+            Phase::Analyzing,
+            Some(reason::INSUFFICIENT_TRAFFIC),
+        ),
+        (1, Fail, 0, Phase::RolledBack, Some("InsufficientTraffic")),
+        (
+            50,
+            Hold,
+            5,
+            Phase::Analyzing,
+            Some(reason::INSUFFICIENT_TRAFFIC),
+        ),
+        (50, Fail, 5, Phase::RolledBack, Some("InsufficientTraffic")),
+        (50, Fail, 10, Phase::Healthy, None),
+        (0, Hold, 0, Phase::Healthy, None),
+        (0, Fail, 0, Phase::Healthy, None),
+    ];
+    for (min, policy, per_sample, phase, why) in cases {
+        let name = format!("min {min} {policy:?} {per_sample}/s");
+        let mut w = World::with_v2_ready();
+        w.spec.analysis.min_bake_requests = min;
+        w.spec.analysis.insufficient_traffic = policy;
+        w.sample = sample(per_sample, 0);
+        let mut events = Vec::new();
+        for _ in 0..8 {
+            let plan = w.step();
+            events.extend(plan.events.iter().map(|e| e.reason.to_string()));
+            w.advance(1);
+        }
+        assert_eq!(w.status.phase, phase, "{name}: {}", w.status.message);
+        match (phase, why) {
+            (Phase::Analyzing, Some(why)) => {
+                assert_eq!(w.condition("Progressing").reason, why, "{name}");
+                assert_eq!(w.condition("Ready").status, "False", "{name}");
+                assert_eq!(w.status.stable_revision, Some(1), "{name}: not stable");
+                assert!(
+                    w.status.message.contains(&format!("of {min} requests")),
+                    "{name}"
+                );
+                let warned = events.iter().filter(|r| *r == why).count();
+                assert_eq!(warned, 1, "{name}: one Event when the hold starts");
+            }
+            (Phase::RolledBack, Some(why)) => {
+                assert_eq!(w.outcome(2), (Outcome::Failed, Some(why.into())), "{name}");
+            }
+            _ => {
+                assert_eq!(w.status.stable_revision, Some(2), "{name}");
+                let warned = events.contains(&reason::INSUFFICIENT_TRAFFIC.to_string());
+                assert_eq!(warned, per_sample == 0, "{name}: warned iff no traffic");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_held_revision_becomes_stable_once_the_traffic_came() {
+    let mut w = World::with_v2_ready();
+    w.spec.analysis.min_bake_requests = 1;
+    w.sample = sample(0, 0);
+    for _ in 0..8 {
+        w.step();
+        w.advance(1);
+    }
+    assert_eq!(
+        w.condition("Progressing").reason,
+        reason::INSUFFICIENT_TRAFFIC
+    );
+    w.sample = sample(3, 0);
+    w.advance(1);
+    w.step();
+    assert_eq!(w.status.phase, Phase::Healthy);
+    assert_eq!(w.status.stable_revision, Some(2));
+}
+
+#[test]
+fn the_bake_counts_from_the_counters_at_promotion() {
+    let mut w = World::with_v2_ready();
+    let at_promotion: BTreeMap<String, crate::api::RequestCounts> = [(
+        "127.0.1.9".to_string(),
+        crate::api::RequestCounts {
+            requests: 4,
+            ..Default::default()
+        },
+    )]
+    .into();
+    w.sample.pod_counts = at_promotion.clone();
+    w.step();
+    let analysis = w.status.analysis.clone().unwrap();
+    assert_eq!(
+        analysis.pod_counts, at_promotion,
+        "the next sample's baseline"
+    );
+    assert_eq!(
+        analysis.requests, 0,
+        "the smoke test's requests are not the bake's"
+    );
+}
+
+#[test]
+fn a_latency_regression_fails_the_interval() {
+    use crate::rollout::Latency;
+    // (maxLatencyP99Ms, p99 seconds, timed requests, minRequests, fails)
+    let cases = [
+        (None, 5.0, 100, 1, false),
+        (Some(200), 0.1, 100, 1, false),
+        (Some(200), 0.2, 100, 1, false),
+        (Some(200), 0.25, 100, 1, true),
+        (Some(200), 0.5, 10, 50, false),
+    ];
+    for (max, p99, observed, min, fails) in cases {
+        let mut w = World::with_v2_ready();
+        w.spec.analysis.max_latency_p99_ms = max;
+        w.spec.analysis.min_requests = min;
+        w.step();
+        w.sample = sample(100, 0);
+        w.sample.latency = Some(Latency {
+            p99_seconds: p99,
+            observed,
+        });
+        w.advance(1);
+        w.step();
+        let failed = w.status.phase == Phase::RolledBack;
+        assert_eq!(failed, fails, "{max:?} {p99}s {observed} min {min}");
+        if fails {
+            assert_eq!(
+                w.outcome(2),
+                (Outcome::Failed, Some("AnalysisFailed".into()))
+            );
+            assert!(w.status.message.contains("p99"), "{}", w.status.message);
+        }
+    }
 }

@@ -11,9 +11,12 @@ fn rolling_first_release_runs_the_spec_and_becomes_healthy() {
     w.pods(V1, 2, None);
     let plan = w.step();
     assert_eq!(
-        w.probes.len(),
-        1,
-        "smoke test as soon as the pods are ready"
+        w.probes,
+        vec![
+            Probe::SmokeTest { hash: V1.into() },
+            Probe::Analyze { hash: V1.into() }
+        ],
+        "smoke test as soon as the pods are ready, then the bake's baseline"
     );
     assert_eq!(w.status.phase, Phase::Analyzing);
     assert_eq!(target(&plan), runs(V1, None));
