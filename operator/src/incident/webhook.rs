@@ -773,7 +773,14 @@ mod tests {
             AWAITING_PROMOTION, BUDGET_EXHAUSTED, PROMOTED, ROLLOUT_SUCCEEDED,
         };
         use Phase::*;
-        let cases: [(Phase, Phase, &[&str], Option<(&str, &str)>); 8] = [
+        // (phase before, phase after, the step's Event reasons, expected (event, reason))
+        type Case = (
+            Phase,
+            Phase,
+            &'static [&'static str],
+            Option<(&'static str, &'static str)>,
+        );
+        let cases: [Case; 8] = [
             (
                 Analyzing,
                 Healthy,
