@@ -84,6 +84,15 @@ pub async fn plan(
         Workload::Rolling(None) => {}
     }
     target.events(&plan).await;
+    // After the status write: the transition is then persisted, so a restart does not
+    // announce it again.
+    let reasons: Vec<&str> = plan.events.iter().map(|e| e.reason.as_str()).collect();
+    let before = sr.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    if let Some(notice) =
+        incident::webhook::notice(before, plan.status.phase, &plan.status.message, &reasons)
+    {
+        incident::capture::announce(&ctx.client, &ctx.webhook, sr, &plan.status, &notice).await;
+    }
     record_metrics(ctx, ns, name, &plan);
     Ok(())
 }

@@ -865,6 +865,14 @@ async fn s9_incident_is_posted_once_to_the_webhook_without_leaking_its_url() {
     env.wait_outcome(1, Outcome::Promoted).await;
     env.wait_phase(Phase::Healthy, Duration::from_secs(30))
         .await;
+    // The promotion is announced too, once, told apart by `event`.
+    let (_, ok) = tokio::time::timeout(Duration::from_secs(30), receiver.posts.recv())
+        .await
+        .expect("a webhook POST for the promotion within 30 s")
+        .unwrap();
+    assert_eq!(ok["event"], "succeeded", "{ok}");
+    assert_eq!(ok["revision"], 1, "{ok}");
+    assert_eq!(ok["reason"], "RolloutSucceeded", "{ok}");
     env.apply(with_webhook(
         env.spec("shortener:v2", &[("SHORTENER_FAULT", "shorten-500")]),
     ))
@@ -903,6 +911,7 @@ async fn s9_incident_is_posted_once_to_the_webhook_without_leaking_its_url() {
     );
     assert_eq!(body["reason"], "SmokeTestFailed");
     assert_eq!(body["revision"], 2);
+    assert_eq!(body["event"], "incident");
     let excerpt = body["excerpt"].as_str().expect("excerpt field");
     assert_shortener_error_excerpt(excerpt, 1);
     // Two lines before the first error: outside one line of context. (The `listening` line

@@ -13,7 +13,10 @@ use tracing::warn;
 
 use super::filter::{FilterConfig, filter_bytes};
 use super::tail;
-use super::webhook::{Incident, PayloadLimits, WebhookSender, WebhookUrl, build_payload};
+use super::webhook::{
+    EVENT_SUCCEEDED, Incident, Notice, PayloadLimits, WebhookSender, WebhookUrl, build_notice,
+    build_payload,
+};
 use crate::api::{LastIncident, ShortenerRelease, ShortenerReleaseStatus};
 use crate::resources::{self, LABEL_INSTANCE, LABEL_REVISION, MANAGER};
 
@@ -212,23 +215,7 @@ pub async fn alert(
     message: &str,
     excerpt: &str,
 ) {
-    let Some(webhook) = &sr.spec.incident.webhook else {
-        return;
-    };
-    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
-    let raw = match secrets.get(&webhook.secret_ref.name).await {
-        Ok(secret) => secret
-            .data
-            .and_then(|d| d.get(&webhook.secret_ref.key).cloned())
-            .and_then(|v| String::from_utf8(v.0).ok()),
-        Err(e) => {
-            warn!(secret = %webhook.secret_ref.name, error = %e, "webhook Secret unreadable");
-            return;
-        }
-    };
-    let Some(url) = raw.and_then(|r| WebhookUrl::parse(&r).ok()) else {
-        warn!(secret = %webhook.secret_ref.name, key = %webhook.secret_ref.key,
-            "webhook Secret key missing or not an http(s) URL");
+    let Some(url) = webhook_url(client, sr, ns).await else {
         return;
     };
     let summary = Incident {
@@ -247,5 +234,58 @@ pub async fn alert(
     };
     let payload = build_payload(&summary, excerpt, PayloadLimits::default());
     // Fire and forget: delivery, retries and logging happen in the spawned task.
+    drop(sender.spawn(url, payload));
+}
+
+/// The URL in the Secret named by `spec.incident.webhook`, if one is configured and valid.
+async fn webhook_url(client: &Client, sr: &ShortenerRelease, ns: &str) -> Option<WebhookUrl> {
+    let webhook = sr.spec.incident.webhook.as_ref()?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let raw = match secrets.get(&webhook.secret_ref.name).await {
+        Ok(secret) => secret
+            .data
+            .and_then(|d| d.get(&webhook.secret_ref.key).cloned())
+            .and_then(|v| String::from_utf8(v.0).ok()),
+        Err(e) => {
+            warn!(secret = %webhook.secret_ref.name, error = %e, "webhook Secret unreadable");
+            return None;
+        }
+    };
+    let url = raw.and_then(|r| WebhookUrl::parse(&r).ok());
+    if url.is_none() {
+        warn!(secret = %webhook.secret_ref.name, key = %webhook.secret_ref.key,
+            "webhook Secret key missing or not an http(s) URL");
+    }
+    url
+}
+
+/// Posts a success or Blocked [`Notice`] to the same webhook as incidents, in the
+/// background. Called after the status that records the transition is written, so a
+/// restart does not post it again (at most once; a crash in between loses it).
+pub async fn announce(
+    client: &Client,
+    sender: &WebhookSender,
+    sr: &ShortenerRelease,
+    status: &ShortenerReleaseStatus,
+    notice: &Notice,
+) {
+    let Some(ns) = sr.namespace() else {
+        return;
+    };
+    let revision = if notice.event == EVENT_SUCCEEDED {
+        status.stable_revision
+    } else {
+        status.current_revision.or(status.stable_revision)
+    }
+    .unwrap_or(0);
+    let image = status
+        .history
+        .iter()
+        .find(|r| r.revision == revision)
+        .map(|r| r.image.clone());
+    let Some(url) = webhook_url(client, sr, &ns).await else {
+        return;
+    };
+    let payload = build_notice(notice, &ns, &sr.name_any(), revision, image);
     drop(sender.spawn(url, payload));
 }

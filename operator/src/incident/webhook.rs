@@ -21,6 +21,8 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use crate::api::Phase;
+
 use super::egress::{EgressPolicy, GuardedResolver, Lookup, Refusal, system_lookup};
 
 /// Bytes of log excerpt in the message `text`: chat clients show long messages badly and
@@ -114,6 +116,9 @@ pub struct Incident {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentPayload {
+    /// What this is: [`EVENT_INCIDENT`], [`EVENT_SUCCEEDED`] or [`EVENT_BLOCKED`], so one
+    /// receiver can tell them apart. Added beside the incident fields, none renamed.
+    pub event: &'static str,
     /// The whole summary as one message, for Slack/Teams incoming webhooks.
     pub text: String,
     pub namespace: String,
@@ -142,6 +147,96 @@ pub struct IncidentPayload {
     pub excerpt_truncated: bool,
 }
 
+/// `event` of a failure alert.
+pub const EVENT_INCIDENT: &str = "incident";
+/// `event` when a revision became stable (promotion succeeded).
+pub const EVENT_SUCCEEDED: &str = "succeeded";
+/// `event` when the release became Blocked (promotion gate or frozen downtime budget).
+pub const EVENT_BLOCKED: &str = "blocked";
+
+/// A non-failure transition worth a message: promotion succeeded, or the release became
+/// Blocked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    /// [`EVENT_SUCCEEDED`] or [`EVENT_BLOCKED`].
+    pub event: &'static str,
+    /// The Event reason, e.g. `RolloutSucceeded`, `BudgetExhausted`.
+    pub reason: String,
+    pub message: String,
+}
+
+/// The notice for one reconcile, decided from the persisted phase before it (`before`),
+/// the phase it writes (`after`), its message and the Event reasons it emits. Once per
+/// transition: the rollout emits `RolloutSucceeded` only on the step that promotes, and
+/// Blocked counts only when the phase enters it, so a release that stays Blocked is not
+/// announced again. The Blocked reason is the Event's (`AwaitingPromotion`,
+/// `BudgetExhausted`...).
+pub fn notice(
+    before: Phase,
+    after: Phase,
+    message: &str,
+    event_reasons: &[&str],
+) -> Option<Notice> {
+    if event_reasons.contains(&crate::api::reason::ROLLOUT_SUCCEEDED) {
+        return Some(Notice {
+            event: EVENT_SUCCEEDED,
+            reason: crate::api::reason::ROLLOUT_SUCCEEDED.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+    (after == Phase::Blocked && before != Phase::Blocked).then(|| Notice {
+        event: EVENT_BLOCKED,
+        reason: event_reasons
+            .first()
+            .copied()
+            .unwrap_or("Blocked")
+            .to_owned(),
+        message: message.to_owned(),
+    })
+}
+
+/// The payload of a [`Notice`]: same shape as an incident's, without the failure facts.
+pub fn build_notice(
+    notice: &Notice,
+    namespace: &str,
+    release: &str,
+    revision: i64,
+    image: Option<String>,
+) -> IncidentPayload {
+    let what = if notice.event == EVENT_SUCCEEDED {
+        format!("revision {revision} is stable")
+    } else {
+        format!("is Blocked ({})", notice.reason)
+    };
+    let mut text = format!("ShortenerRelease {namespace}/{release} {what}.");
+    if !notice.message.is_empty() {
+        text.push('\n');
+        text.push_str(&notice.message);
+    }
+    if let Some(image) = &image {
+        text.push_str("\nImage: ");
+        text.push_str(image);
+    }
+    IncidentPayload {
+        event: notice.event,
+        text,
+        namespace: namespace.to_owned(),
+        release: release.to_owned(),
+        revision,
+        image,
+        reason: notice.reason.clone(),
+        message: Some(notice.message.clone()).filter(|m| !m.is_empty()),
+        detected_at: None,
+        rolled_back_at: None,
+        recovered_at: None,
+        downtime_seconds: None,
+        failed_requests: None,
+        excerpt_config_map: None,
+        excerpt: String::new(),
+        excerpt_truncated: false,
+    }
+}
+
 /// How much of the excerpt goes into the payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PayloadLimits {
@@ -163,6 +258,7 @@ impl Default for PayloadLimits {
 pub fn build_payload(incident: &Incident, excerpt: &str, limits: PayloadLimits) -> IncidentPayload {
     let (structured, excerpt_truncated) = trim_lines(excerpt, limits.excerpt_bytes);
     IncidentPayload {
+        event: EVENT_INCIDENT,
         text: summary_text(incident, excerpt, limits.text_excerpt_bytes),
         namespace: incident.namespace.clone(),
         release: incident.release.clone(),
@@ -375,6 +471,7 @@ impl WebhookSender {
                     host = url.host(),
                     release = %payload.release,
                     revision = payload.revision,
+                    event = payload.event,
                     attempts = delivery.attempts,
                     "incident webhook delivered"
                 ),
@@ -382,6 +479,7 @@ impl WebhookSender {
                     host = url.host(),
                     release = %payload.release,
                     revision = payload.revision,
+                    event = payload.event,
                     %error,
                     "incident webhook failed"
                 ),
@@ -627,6 +725,7 @@ mod tests {
         assert_eq!(json["excerptConfigMap"], "shortener-incident-2");
         assert_eq!(json["excerpt"], EXCERPT);
         assert_eq!(json["excerptTruncated"], false);
+        assert_eq!(json["event"], "incident");
         assert_eq!(
             payload.text,
             "Incident: ShortenerRelease demo/shortener revision 2 failed (AnalysisFailed) and was rolled back.\n\
@@ -664,6 +763,96 @@ mod tests {
         assert_eq!(
             payload.text,
             "Incident: ShortenerRelease demo/shortener revision 3 failed (CrashLoop).\nNo log lines matched."
+        );
+    }
+
+    /// Once per transition: success on the promoting step's Event, Blocked on entry only.
+    #[test]
+    fn notices_fire_once_per_transition() {
+        use crate::api::reason::{
+            AWAITING_PROMOTION, BUDGET_EXHAUSTED, PROMOTED, ROLLOUT_SUCCEEDED,
+        };
+        use Phase::*;
+        // (phase before, phase after, the step's Event reasons, expected (event, reason))
+        type Case = (
+            Phase,
+            Phase,
+            &'static [&'static str],
+            Option<(&'static str, &'static str)>,
+        );
+        let cases: [Case; 8] = [
+            (
+                Analyzing,
+                Healthy,
+                &[ROLLOUT_SUCCEEDED],
+                Some((EVENT_SUCCEEDED, ROLLOUT_SUCCEEDED)),
+            ),
+            (
+                Progressing,
+                Healthy,
+                &[PROMOTED, ROLLOUT_SUCCEEDED],
+                Some((EVENT_SUCCEEDED, ROLLOUT_SUCCEEDED)),
+            ),
+            // Staying Healthy, re-reconciled: nothing new.
+            (Healthy, Healthy, &[], None),
+            (Analyzing, Analyzing, &[PROMOTED], None),
+            (
+                Healthy,
+                Blocked,
+                &[BUDGET_EXHAUSTED],
+                Some((EVENT_BLOCKED, BUDGET_EXHAUSTED)),
+            ),
+            (
+                Pending,
+                Blocked,
+                &[AWAITING_PROMOTION],
+                Some((EVENT_BLOCKED, AWAITING_PROMOTION)),
+            ),
+            // Still Blocked (even with a new gate message and Event): announced already.
+            (Blocked, Blocked, &[AWAITING_PROMOTION], None),
+            (Blocked, Progressing, &[], None),
+        ];
+        for (before, after, events, want) in cases {
+            let got = notice(before, after, "why", events);
+            assert_eq!(
+                got.as_ref().map(|n| (n.event, n.reason.as_str())),
+                want,
+                "{before:?} -> {after:?} with {events:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn notice_payloads_name_the_event() {
+        let ok = Notice {
+            event: EVENT_SUCCEEDED,
+            reason: "RolloutSucceeded".into(),
+            message: "revision 4 is stable".into(),
+        };
+        let payload = build_notice(&ok, "demo", "shortener", 4, Some("shortener:v4".into()));
+        let json = serde_json::to_value(&payload).expect("serializes");
+        assert_eq!(json["event"], "succeeded");
+        assert_eq!(json["revision"], 4);
+        assert_eq!(json["reason"], "RolloutSucceeded");
+        assert_eq!(json["image"], "shortener:v4");
+        assert!(json.get("detectedAt").is_none(), "{json}");
+        assert_eq!(
+            payload.text,
+            "ShortenerRelease demo/shortener revision 4 is stable.\nrevision 4 is stable\nImage: shortener:v4"
+        );
+        let blocked = Notice {
+            event: EVENT_BLOCKED,
+            reason: "BudgetExhausted".into(),
+            message: String::new(),
+        };
+        let payload = build_notice(&blocked, "demo", "shortener", 3, None);
+        let json = serde_json::to_value(&payload).expect("serializes");
+        assert_eq!(json["event"], "blocked");
+        assert_eq!(json["reason"], "BudgetExhausted");
+        assert!(json.get("message").is_none(), "{json}");
+        assert_eq!(
+            payload.text,
+            "ShortenerRelease demo/shortener is Blocked (BudgetExhausted)."
         );
     }
 
