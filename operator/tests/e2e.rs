@@ -1814,11 +1814,8 @@ async fn s18_restricted_namespace_accepts_defaults_and_refusals_fail_at_once() {
             .any(|m| m.contains("violates PodSecurity") && m.contains("allowPrivilegeEscalation")),
         "the API server's message in the conditions: {messages:?}"
     );
-    assert!(
-        env.warning_reasons()
-            .await
-            .contains(&"PodCreateFailed".to_string())
-    );
+    // The Event is written after the status: poll for it.
+    env.wait_warning("PodCreateFailed").await;
     println!(
         "s18: PodCreateFailed {took:.2?} after apply; {}",
         messages.join(" | ")

@@ -114,17 +114,7 @@ async fn s21_release_overrunning_its_startup_budget_is_refused_naming_the_probe(
     assert_eq!(st.stable_revision, Some(1));
     assert!(st.message.contains("startup probe"), "{}", st.message);
     // The Event is written after the status: poll for it.
-    eventually(
-        "a StartupProbeFailed Warning Event",
-        Duration::from_secs(10),
-        || async {
-            env.warning_reasons()
-                .await
-                .contains(&"StartupProbeFailed".to_string())
-                .then_some(())
-        },
-    )
-    .await;
+    env.wait_warning("StartupProbeFailed").await;
     traffic.more(30).await;
     let tally = traffic.stop().await;
     assert_eq!(tally.failed, 0, "{tally:?}");
