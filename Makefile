@@ -98,7 +98,7 @@ images:
 # own (in its own network namespace, so it never collides with a simulated cluster).
 # Stops the cluster at the end.
 .PHONY: test-real e2e-real chart-e2e-real
-REAL_SCENARIOS := s1_healthy_release_becomes_ready s2_release_failing_its_smoke_test_is_never_promoted s4_analysis_rolls_back_a_promoted_release_within_seconds
+REAL_SCENARIOS := s1_healthy_release_becomes_ready s2_release_failing_its_smoke_test_is_never_promoted s4_analysis_rolls_back_a_promoted_release_within_seconds s17_postgres_store_keeps_every_url_across_promotion_and_rollback
 test-real:
 	bash scripts/install-deps.sh real
 	@mkdir -p .testenv && bash scripts/testenv-real-leaks.sh snapshot .testenv/real-leaks-before.txt
@@ -110,7 +110,7 @@ e2e-real:
 	$(CARGO) build -p shortener -p operator
 	$(CARGO) test -p operator --test e2e --no-run
 	TESTENV_NODE=real $(MAKE) --no-print-directory cluster-up
-	@TESTENV_NODE=real scripts/testenv-exec.sh $(CARGO) test -p operator --test e2e -- --ignored --test-threads=1 --exact $(REAL_SCENARIOS); rc=$$?; \
+	@CARGO=$(CARGO) bash scripts/e2e-real.sh $(REAL_SCENARIOS); rc=$$?; \
 	[[ -n "$(REAL_KEEP)" ]] || $(MAKE) --no-print-directory cluster-down; exit $$rc
 
 chart-e2e-real:

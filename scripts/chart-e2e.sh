@@ -29,13 +29,15 @@ OP_NS=${CHART_E2E_NAMESPACE:-shortener-system}
 APP_NS=${CHART_E2E_APP_NAMESPACE:-chart-e2e}
 SR=web
 STATE=$ROOT/.testenv/chart-e2e
-STORE=$STATE/store.db
+# The releases' store: a PostgreSQL server of this run (scripts/pg.sh), reached by the pods
+# over the pod network with a password from a Secret, as in production.
+PG_DIR=$ROOT/.pg/chart-e2e
 WAIT_SECONDS=${WAIT_SECONDS:-240}
 export PROM_DIR=$STATE/prometheus PROM_PORT=${PROM_PORT:-19091}
 VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$CHART/Chart.yaml")
 
 passed=0 failed=0
-started_cluster=0 installed=0 prom_started=0 made_ns=()
+started_cluster=0 installed=0 prom_started=0 pg_started=0 made_ns=()
 step_name="" step_t0=$SECONDS run_t0=$SECONDS
 timings=()
 
@@ -94,22 +96,24 @@ wait_until() {
 sr_field() { kubectl -n "$APP_NS" get sr "$SR" -o "jsonpath=$1" 2>/dev/null; }
 sr_field_is() { [[ $(sr_field "$1") == "$2" ]]; }
 
-# The release manifest: the example in examples/, with its store under .testenv/ (all pods
-# share the host), another image, optionally a fault, and optionally no smoke test.
+# The release manifest: the example in examples/, on this run's PostgreSQL (the URL in the
+# Secret shortener-store), another image, optionally a fault, and optionally no smoke test.
 apply_release() {
   local image=$1 fault=${2:-} smoke=${3:-true}
-  python3 - examples/shortenerrelease.yaml "$image" "$STORE" "$fault" "$smoke" <<'PY' >"$STATE/release.yaml"
+  python3 - examples/shortenerrelease.yaml "$image" "$fault" "$smoke" <<'PY' >"$STATE/release.yaml"
 import sys, yaml
-path, image, store, fault, smoke = sys.argv[1:6]
+path, image, fault, smoke = sys.argv[1:5]
 with open(path) as f:
     sr = yaml.safe_load(f)
 sr["spec"]["image"] = image
-sr["spec"].pop("store", None)  # the store is this test's shared file, given as env
+sr["spec"]["store"] = {"postgres": {"urlSecretRef": {"name": "shortener-store", "key": "url"}}}
 env = [e for e in sr["spec"].get("env", []) if e["name"] not in ("SHORTENER_STORE", "SHORTENER_FAULT")]
-env.append({"name": "SHORTENER_STORE", "value": store})
 if fault:
     env.append({"name": "SHORTENER_FAULT", "value": fault})
-sr["spec"]["env"] = env
+if env:
+    sr["spec"]["env"] = env
+else:
+    sr["spec"].pop("env", None)
 sr["spec"].setdefault("healthCheck", {})["smokeTest"] = smoke == "true"
 yaml.safe_dump(sr, sys.stdout, sort_keys=False)
 PY
@@ -174,6 +178,13 @@ wait_rolled_back() {
   info "message: $(sr_field '{.status.message}')"
 }
 
+# link_resolves SLUG URL: GET /SLUG through the active Service redirects to URL.
+link_resolves() {
+  local got
+  got=$(curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' -m 5 "http://$addr/$1") || got="no answer"
+  [[ $got == "308 $2" ]] || fail "GET /$1 through Service $SR answered '$got', want '308 $2'"
+}
+
 # A short link created through the active Service, i.e. a healthy revision serves users.
 service_serves() {
   local code
@@ -193,6 +204,7 @@ prom_query() {
 cleanup() {
   stop_traffic
   if ((prom_started)); then scripts/prometheus-local.sh stop; prom_started=0; fi
+  if ((pg_started)) && [[ ${CHART_E2E_KEEP:-0} != 1 ]]; then bash scripts/pg.sh down "$PG_DIR"; pg_started=0; fi
   if [[ ${CHART_E2E_KEEP:-0} == 1 ]]; then
     echo "chart-e2e: CHART_E2E_KEEP=1: left installed (helm -n $OP_NS uninstall $RELEASE; kubectl delete ns ${made_ns[*]})"
     return
@@ -258,12 +270,24 @@ for ns in "$OP_NS" "$APP_NS"; do
   kubectl get namespace "$ns" >/dev/null 2>&1 && fail "namespace $ns already exists (left by an earlier run?): kubectl delete namespace $ns"
 done
 rm -rf "$STATE" && mkdir -p "$STATE"
-# Real node: the shortener pods (uid 65532) share the store through a hostPath mount of
-# this directory (testenv's shared-store policy).
-[[ $MODE == real ]] && chmod 1777 "$STATE"
 made_ns+=("$OP_NS")
 kubectl create namespace "$APP_NS" >/dev/null || fail "cannot create namespace $APP_NS"
 made_ns+=("$APP_NS")
+# PostgreSQL listens on the node's address on the pod network (real node: the bridge's
+# 10.244.0.1; simulated node: a loopback address of its own) and lets the pod network in.
+if [[ $MODE == real ]]; then
+  pg_listen=$(kubectl get nodes -o 'jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}')
+  pg_clients=$(kubectl get nodes -o 'jsonpath={.items[0].spec.podCIDR}')
+else
+  pg_listen=127.0.0.3 pg_clients=127.0.0.0/8
+fi
+[[ -n $pg_listen && -n $pg_clients ]] || fail "no node address or pod CIDR for PostgreSQL"
+bash scripts/pg.sh down "$PG_DIR" >/dev/null 2>&1
+pg_started=1
+PG_FSYNC=off PG_LISTEN=$pg_listen PG_CLIENTS=$pg_clients bash scripts/pg.sh up "$PG_DIR" >/dev/null || fail "PostgreSQL did not start"
+kubectl -n "$APP_NS" create secret generic shortener-store --from-file=url="$PG_DIR/client-url" >/dev/null ||
+  fail "cannot create the store Secret"
+info "PostgreSQL at $pg_listen for $pg_clients (role shortener, password in Secret shortener-store)"
 # The chart installs a cluster-wide operator; --namespace keeps this one to the test's own
 # namespace, so it leaves alone releases other tests run on the same cluster.
 helm install "$RELEASE" "$CHART" --namespace "$OP_NS" --create-namespace \
@@ -358,6 +382,16 @@ wait_until 30 "Prometheus to see the release Healthy" \
 info "Prometheus: shortener_operator_release_phase{phase=\"Healthy\"} == 1"
 pass
 
+step "a link created on shortener:v1 is in the shared store"
+kept_url=https://example.com/chart-e2e/kept
+kept_slug=chart-e2e-kept
+code=$(curl -sS -o /dev/null -w '%{http_code}' -m 5 -H 'Content-Type: application/json' -H @"$AUTH_HEADER" \
+  -d "{\"url\":\"$kept_url\",\"slug\":\"$kept_slug\"}" "http://$addr/api/v1/urls") || code="no answer"
+[[ $code == 201 ]] || fail "creating /$kept_slug answered $code, want 201"
+link_resolves "$kept_slug" "$kept_url"
+info "/$kept_slug -> $kept_url (PostgreSQL, every replica)"
+pass
+
 step "a failing release (shortener:v2, SHORTENER_FAULT=shorten-500) is refused by its smoke test"
 apply_release shortener:v2 shorten-500 || fail "kubectl apply failed"
 wait_rolled_back shortener:v2 SmokeTestFailed
@@ -383,6 +417,8 @@ apply_release shortener:v3 shorten-500 false || fail "kubectl apply failed"
 wait_rolled_back shortener:v3 AnalysisFailed
 stop_traffic
 service_serves
+link_resolves "$kept_slug" "$kept_url"
+info "/$kept_slug still resolves after two failed releases"
 pass
 
 step "ShortenerReleaseRolledBack fires in Prometheus for the traffic switch back (reason AnalysisFailed)"

@@ -8,6 +8,10 @@
 # Trust auth, over 127.0.0.1 and DIR's unix socket only: nothing else can reach it. initdb and
 # postgres refuse to run as root, so as root they run as the `postgres` user
 # (scripts/install-deps.sh makes sure it exists). Tunables: PG_PORT, PG_FSYNC (on|off).
+# For clients in containers (testenv's real node): PG_LISTEN=ADDR PG_CLIENTS=CIDR also listen
+# on ADDR (an address of a network testenv made, never an outside one) and let CIDR in, by
+# password only, as the role `shortener` owning the database `shortener`; its URL (with a
+# password generated here) goes to DIR/client-url, mode 600, and is never printed.
 set -euo pipefail
 
 cmd=${1:-}
@@ -52,7 +56,7 @@ up)
     as_owner "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
     cat >>"$data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
+listen_addresses = '127.0.0.1${PG_LISTEN:+,$PG_LISTEN}'
 port = $port
 unix_socket_directories = '$dir'
 max_connections = 300
@@ -63,9 +67,20 @@ CONF
 local all all trust
 host  all all 127.0.0.1/32 trust
 HBA
+    [[ -n ${PG_CLIENTS:-} ]] && echo "host  shortener shortener $PG_CLIENTS scram-sha-256" >>"$data/pg_hba.conf"
     echo "postgres://postgres@127.0.0.1:$port/postgres" >"$dir/url"
   fi
   pgctl -w -t 60 start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+  if [[ -n ${PG_LISTEN:-} && -n ${PG_CLIENTS:-} && ! -f $dir/client-url ]]; then
+    password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+    port=$(sed -n 's/^port = //p' "$data/postgresql.conf" | tail -n1)
+    # The password goes to psql on stdin, not on a command line.
+    as_owner "$bin/psql" -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres >/dev/null <<SQL
+CREATE ROLE shortener LOGIN PASSWORD '$password';
+CREATE DATABASE shortener OWNER shortener;
+SQL
+    (umask 077 && printf %s "postgres://shortener:$password@$PG_LISTEN:$port/shortener" >"$dir/client-url")
+  fi
   cat "$dir/url"
   ;;
 stop)

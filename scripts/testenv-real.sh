@@ -181,53 +181,6 @@ real_import_images() {
   done
 }
 
-# Shared SQLite stores for the shortener pods (until a PostgreSQL store lands): a
-# MutatingAdmissionPolicy, test-only and outside the CRD and the operator, mounts the
-# directories the e2e scenarios and chart-e2e keep their stores in (.testenv/e2e,
-# .testenv/chart-e2e; hostPath, world-writable with the sticky bit, as the pods run as
-# uid 65532) at the same paths in every pod labelled app.kubernetes.io/name=shortener.
-# So a SHORTENER_STORE there names one file for all the pods of a release, exactly as on
-# the simulated node, and the tests' manifests do not change.
-STORE_DIRS=(e2e chart-e2e)
-real_store_policy() {
-  local d vols="" mounts="" sep=""
-  for d in "${STORE_DIRS[@]}"; do
-    mkdir -p "$RUN/$d" && chmod 1777 "$RUN/$d"
-    vols+="$sep Object.spec.volumes{name: \"testenv-$d\", hostPath: Object.spec.volumes.hostPath{path: \"$RUN/$d\", type: \"Directory\"}}"
-    mounts+="$sep Object.spec.containers.volumeMounts{name: \"testenv-$d\", mountPath: \"$RUN/$d\"}"
-    sep=","
-  done
-  cat <<YAML
-apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingAdmissionPolicy
-metadata: {name: testenv-shared-store}
-spec:
-  matchConstraints:
-    resourceRules:
-    - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}
-  matchConditions:
-  - name: shortener
-    expression: >-
-      has(object.metadata.labels) && 'app.kubernetes.io/name' in object.metadata.labels &&
-      object.metadata.labels['app.kubernetes.io/name'] == 'shortener'
-  failurePolicy: Fail
-  reinvocationPolicy: Never
-  mutations:
-  - patchType: ApplyConfiguration
-    applyConfiguration:
-      expression: >-
-        Object{spec: Object.spec{
-          volumes: [$vols],
-          containers: [Object.spec.containers{name: "shortener", volumeMounts: [$mounts]}]}}
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingAdmissionPolicyBinding
-metadata: {name: testenv-shared-store}
-spec:
-  policyName: testenv-shared-store
-YAML
-}
-
 # real_down: after the components' pid files were handled by testenv-down.sh. Kills
 # whatever still runs in the namespaces (containerd shims) or in the kubepods cgroups
 # (containers), then the holder, so the namespaces and all their mounts, links and

@@ -193,8 +193,6 @@ if [[ $MODE == real ]]; then
   start kubelet "$BIN/kubelet" --config="$REAL/kubelet.yaml" --kubeconfig="$PKI/node.kubeconfig" \
     --hostname-override=testenv --node-ip="$NODE_IP" --v=1
   start kube-proxy "$BIN/kube-proxy" --config="$REAL/kube-proxy.yaml" --v=1
-  real_store_policy >"$RUN/real/store-policy.yaml"
-  wait_for "the shared-store policy" 30 $BIN/kubectl --kubeconfig "$RUN/kubeconfig" apply -f "$RUN/real/store-policy.yaml"
 else
   start node "$BIN/testenv-node" \
     --kubeconfig="$PKI/node.kubeconfig" --repo-root="$ROOT" --state-dir="$RUN/node" \

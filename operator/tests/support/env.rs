@@ -147,6 +147,17 @@ pub async fn lease_holder(env: &Env) -> Option<String> {
 }
 
 /// One scenario's namespace, operator process and helpers.
+/// The Secret holding `SHORTENER_E2E_STORE_URL` in each scenario's namespace.
+const SHARED_STORE_SECRET: &str = "e2e-store";
+
+/// A PostgreSQL URL the pods can reach, set by `make e2e-real` (the real node's pods run in
+/// containers, so they cannot share the scenario's SQLite file); unset, scenarios use a file.
+fn shared_store_url() -> Option<String> {
+    std::env::var("SHORTENER_E2E_STORE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
 pub struct Env {
     pub client: Client,
     pub ns: String,
@@ -181,6 +192,19 @@ impl Env {
             metrics_addr,
             store,
         };
+        if let Some(url) = shared_store_url() {
+            Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({
+                        "metadata": {"name": SHARED_STORE_SECRET},
+                        "stringData": {"url": url},
+                    }))
+                    .unwrap(),
+                )
+                .await
+                .unwrap();
+        }
         let url = format!("http://{}/readyz", env.metrics_addr);
         eventually("operator /readyz", Duration::from_secs(30), || {
             let url = url.clone();
@@ -194,19 +218,31 @@ impl Env {
     }
 
     /// A spec sharing this scenario's store, fast intervals, and extra env.
+    /// On the real node (`SHORTENER_E2E_STORE_URL`), the store is that PostgreSQL database,
+    /// its URL in a Secret, as in production: containers cannot share a file of the host.
     pub fn spec(&self, image: &str, env: &[(&str, &str)]) -> serde_json::Value {
-        let mut vars =
-            vec![json!({"name": "SHORTENER_STORE", "value": self.store.display().to_string()})];
+        let shared = shared_store_url().is_some();
+        let mut vars = Vec::new();
+        if !shared {
+            vars.push(
+                json!({"name": "SHORTENER_STORE", "value": self.store.display().to_string()}),
+            );
+        }
         for (k, v) in env {
             vars.push(json!({"name": k, "value": v}));
         }
-        json!({
+        let mut spec = json!({
             "image": image,
             "replicas": 2,
             "env": vars,
             "progressDeadlineSeconds": 120,
             "analysis": {"intervalSeconds": 1, "bakeSeconds": 12, "maxErrorRate": 5.0},
-        })
+        });
+        if shared {
+            spec["store"] =
+                json!({"postgres": {"urlSecretRef": {"name": SHARED_STORE_SECRET, "key": "url"}}});
+        }
+        spec
     }
 
     /// As `spec`, with `strategy: Rolling`.

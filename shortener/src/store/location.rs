@@ -63,7 +63,10 @@ impl Location {
     /// Parses the store argument; `env` supplies libpq's `PGHOST`, `PGPORT`, `PGUSER`,
     /// `PGPASSWORD` and `PGDATABASE` (so a Secret can supply them) (the process env in
     /// production, a table in tests). Values in the URL win over the env.
+    /// Surrounding whitespace is dropped: a URL put in a Secret with `echo` or from a file
+    /// ends with a newline, which would otherwise end up in the database name.
     pub fn parse(arg: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, LocationError> {
+        let arg = arg.trim();
         let lower = arg.to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             return parse_postgres(arg, env).map(|c| Self::Postgres(Box::new(c)));
@@ -251,6 +254,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(loc.to_string(), "postgres://u@h:1/d");
+        // The newline a Secret made from a file or `echo` keeps is not part of the name.
+        let loc = Location::parse("postgres://u@h:1/links\n", env_of(&[])).unwrap();
+        assert_eq!(loc.to_string(), "postgres://u@h:1/links");
         // The database defaults to the user's name, as in libpq.
         let loc = Location::parse("postgres://u@h", env_of(&[])).unwrap();
         assert_eq!(loc.to_string(), "postgres://u@h:5432/u");

@@ -28,6 +28,15 @@ const POSTGRES_CONNECTIONS: usize = 8;
 const SQLITE_WRITERS: usize = 1;
 const POSTGRES_WRITERS: usize = 2;
 
+/// The server's own message when there is one (`tokio_postgres::Error` alone prints just
+/// "db error", which tells an operator nothing about a wrong database or role).
+fn postgres_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("slug {0:?} is already taken")]
@@ -36,7 +45,7 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres_detail(.0))]
     Postgres(tokio_postgres::Error),
     /// The database cannot serve now (unreachable, restarting, read-only, schema not set up
     /// yet): answered 503, and `/readyz` says so.
