@@ -39,13 +39,17 @@ def stat(runs, key, censor):
     return med, p95, med >= censor, p95 >= censor
 
 
-def fmt_s(s, censor_ms):
+def fmt_s(s, censor_ms, never=None):
+    """Seconds; a censored value reads `> window`, or `never` when given (detection: the
+    system never declared the release failed)."""
     if s is None:
         return "–"
     med, p95, cm, cp = s
 
     def one(v, c):
-        return f"> {censor_ms / 1000:.0f}" if c else f"{v / 1000:.1f}"
+        if c:
+            return never or f"> {censor_ms / 1000:.0f}"
+        return f"{v / 1000:.1f}"
 
     return f"{one(med, cm)} / {one(p95, cp)}"
 
@@ -90,7 +94,7 @@ def recovery(dir_, out):
         "Figures are **median / p95** over the repetitions. *failed*: failed pairs from the "
         "moment the release was applied. *detect*: release applied → the system declares it "
         "failed (operator: revision Failed; Deployment: `ProgressDeadlineExceeded`, which "
-        "rolls nothing back). *restore*: first failed pair → last failed pair, when the run "
+        "rolls nothing back; `never`: not within the window). *restore*: first failed pair → last failed pair, when the run "
         "ended with working traffic (0: no failure; `> window`: still failing at the end). "
         "*settle*: release applied → steady state (operator: Healthy or RolledBack; "
         "Deployment: rollout complete; `> window`: stuck).\n"
@@ -113,7 +117,7 @@ def recovery(dir_, out):
             outcomes = sorted({r["outcome"] for r in runs})
             out.append(
                 f"| {k['name']} | {LABELS[sysname]} | {quantile(failed, 0.5)} / {quantile(failed, 0.95)}"
-                f" of {quantile(reqs, 0.5)} | {fmt_s(stat(runs, 'detect_ms', window_ms), window_ms)}"
+                f" of {quantile(reqs, 0.5)} | {fmt_s(stat(runs, 'detect_ms', window_ms), window_ms, 'never')}"
                 f" | {fmt_s(restore, window_ms)} | {fmt_s(stat(runs, 'settle_ms', window_ms), window_ms)}"
                 f" | {', '.join(outcomes)} |"
             )
