@@ -26,12 +26,19 @@ store-pg-test:
 demo: deps
 	bash scripts/demo.sh
 
-# Benchmarks: figures go to bench-results/*.txt (speed and memory targets live here, not in tests).
-.PHONY: bench
+# Benchmarks: figures go to bench-results/ (speed and memory targets live here, not in tests).
+.PHONY: bench bench-cluster
 bench:
 	bash scripts/bench-shortener.sh
 	bash scripts/bench-store.sh
 	$(CARGO) bench -p operator --bench incident_filter
+	$(MAKE) --no-print-directory bench-cluster
+
+# On testenv: bad releases with the operator vs plain Deployments, and the operator's own
+# cost at 1/100/1000 releases -> bench-results/{recovery,operator-cost}.json, summary.md and
+# timeline-*.png (scripts/bench-cluster.sh; tunables there, e.g. BENCH_REPS=5).
+bench-cluster:
+	bash scripts/bench-cluster.sh
 
 # The CRD YAML is generated from operator/src/crd.rs and checked in.
 CRD_YAML := crds/shortenerreleases.shortener.dev.yaml

@@ -85,10 +85,9 @@ async fn main() -> anyhow::Result<()> {
         }
         None => Config::infer().await?,
     };
-    let client = Client::try_from(config)?;
-
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
+    let client = counting_client(config, &registry)?;
     metrics.up.set(1.0);
     let mut ctx = Context::new(client, metrics)?;
     ctx.webhook =
@@ -177,6 +176,24 @@ async fn main() -> anyhow::Result<()> {
     server.await??;
     info!("stopped");
     Ok(())
+}
+
+/// A client that counts every request it sends to the API server (watches included) in
+/// `shortener_operator_kube_requests_total`, so `make bench` can report API requests per
+/// reconcile (the API server's own metrics do not say who asked).
+fn counting_client(config: Config, registry: &Registry) -> anyhow::Result<Client> {
+    let requests = prometheus::IntCounter::new(
+        "shortener_operator_kube_requests_total",
+        "Requests sent to the Kubernetes API server",
+    )?;
+    registry.register(Box::new(requests.clone()))?;
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        requests.inc();
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
 }
 
 /// `--namespace a,b`: one entry per namespace; none given: one entry for all namespaces.
