@@ -16,6 +16,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub http: reqwest::Client,
     pub webhook: WebhookSender,
+    /// The Prometheus servers releases may name (`--prometheus-allow`); default none.
+    pub prometheus_allow: crate::promql::allow::PrometheusAllow,
 }
 
 impl Context {
@@ -31,6 +33,7 @@ impl Context {
             http: crate::probes::client().map_err(|e| Error::Setup(e.to_string()))?,
             webhook: WebhookSender::new(WebhookConfig::default())
                 .map_err(|e| Error::Setup(e.to_string()))?,
+            prometheus_allow: Default::default(),
         })
     }
 }

@@ -39,6 +39,10 @@ pub enum GateState {
     /// A gate in another namespace that is missing, unreadable or not shared with this
     /// release's namespace: the three are told apart to no one.
     Unavailable { gate: String, namespace: String },
+    /// Not a promotion gate, but the same hold: `spec.analysis.prometheus.address` is not in
+    /// the operator's `--prometheus-allow` list, so the revision could not be analysed and
+    /// nothing new starts. Holds the refusal, which names the address and the flag.
+    PrometheusRefused(String),
 }
 
 impl GateState {
@@ -54,6 +58,7 @@ impl GateState {
             GateState::Cycle { .. } => Some(reason::PROMOTION_GATE_CYCLE),
             GateState::Forbidden { .. } => Some(reason::PROMOTION_GATE_FORBIDDEN),
             GateState::Unavailable { .. } => Some(reason::PROMOTION_GATE_NOT_FOUND),
+            GateState::PrometheusRefused(_) => Some(reason::PROMETHEUS_ADDRESS_REFUSED),
         }
     }
 
@@ -82,6 +87,9 @@ impl GateState {
                 "promotion gate {gate} was not found or is not shared with namespace {namespace} \
                  (its owners opt in with the annotation {SHARED_WITH}); nothing rolls out until it is"
             ),
+            GateState::PrometheusRefused(why) => {
+                format!("{why}; nothing rolls out until it is allowed or the address changes")
+            }
         }
     }
 }

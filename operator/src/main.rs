@@ -21,6 +21,7 @@ use operator::incident::egress::EgressPolicy;
 use operator::incident::webhook::{WebhookConfig, WebhookSender};
 use operator::leader;
 use operator::metrics::Metrics;
+use operator::promql::allow::PrometheusAllow;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
 use tracing::info;
@@ -64,6 +65,14 @@ struct Args {
     /// link-local...), comma-separated CIDRs, e.g. 10.96.0.0/12. Default: public only.
     #[arg(long, env = "OPERATOR_WEBHOOK_ALLOW_CIDR", default_value = "", value_parser = EgressPolicy::parse_list)]
     webhook_allow_cidr: EgressPolicy,
+    /// Prometheus servers releases may name in spec.analysis.prometheus.address,
+    /// comma-separated: origins (http://prometheus.monitoring.svc:9090), hosts
+    /// (prometheus.monitoring.svc[:9090]), domains (*.monitoring.svc) or * for any.
+    /// Default: none, so a release naming a Prometheus is Blocked (PrometheusAddressRefused)
+    /// until the cluster admin allows it: the address is the tenant's, the request the
+    /// operator's.
+    #[arg(long, env = "OPERATOR_PROMETHEUS_ALLOW", default_value = "", value_parser = PrometheusAllow::parse_list)]
+    prometheus_allow: PrometheusAllow,
 }
 
 #[derive(Clone)]
@@ -93,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
     ctx.webhook =
         WebhookSender::with_policy(WebhookConfig::default(), args.webhook_allow_cidr.clone())?
             .counting(ctx.metrics.webhook_deliveries.clone());
+    ctx.prometheus_allow = args.prometheus_allow.clone();
     let ctx = Arc::new(ctx);
 
     let (stop_tx, stop_rx) = watch::channel(false);

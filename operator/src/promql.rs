@@ -242,6 +242,9 @@ pub struct Target<'a> {
     pub release: &'a str,
     /// From `bearerTokenSecret`; sent, never logged. `Err`: why it could not be read.
     pub token: Result<Option<String>, String>,
+    /// Why the address may not be queried (`--prometheus-allow`); then nothing is sent and
+    /// every interval is "no data" with this reason.
+    pub refused: Option<String>,
 }
 
 /// The bearer token `bearerTokenSecret` names, read from the release's namespace. An error
@@ -281,6 +284,12 @@ pub async fn sample(client: &reqwest::Client, target: &Target<'_>, hash: &str) -
         release: target.release,
         revision: hash,
     };
+    if let Some(why) = &target.refused {
+        return judge(
+            &target.spec.queries,
+            &vec![Err(why.clone()); target.spec.queries.len()],
+        );
+    }
     let mut results = Vec::with_capacity(target.spec.queries.len());
     for q in &target.spec.queries {
         let result = match (&target.token, &render(&q.query, &vars)) {
@@ -341,6 +350,8 @@ async fn instant_query(
         other => other,
     }
 }
+
+pub mod allow;
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@ use crate::api_token;
 use crate::apply;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::gate::GateState;
 use crate::manual;
 use crate::observe;
 use crate::probes;
@@ -36,7 +37,18 @@ pub async fn release(cached: &ShortenerRelease, ctx: &Context) -> Result<Action>
     let status = sr.status.clone().unwrap_or_default();
     let annotations = sr.annotations();
     let retry = annotations.get(ANNOTATION_RETRY).cloned();
-    let gate = observe::gate(ctx, &ns, &name, spec).await?;
+    let mut gate = observe::gate(ctx, &ns, &name, spec).await?;
+    // The Prometheus address is the tenant's: the operator queries only those the cluster
+    // admin allowed (SSRF guard). A refused one holds new rollouts like a closed gate.
+    let prometheus_refused = spec.analysis.prometheus.as_ref().and_then(|p| {
+        ctx.prometheus_allow
+            .check(&p.address)
+            .err()
+            .map(|e| e.to_string())
+    });
+    if let (true, Some(why)) = (gate.is_open(), &prometheus_refused) {
+        gate = GateState::PrometheusRefused(why.clone());
+    }
     let control = manual::next_control(annotations);
     // Before any pod is created: they read it from the Secret, and the smoke test sends it.
     // (The one write before the decision: it only creates the Secret when it is absent.)
@@ -72,6 +84,7 @@ pub async fn release(cached: &ShortenerRelease, ctx: &Context) -> Result<Action>
             namespace: &ns,
             release: &name,
             token: crate::promql::read_token(&ctx.client, &ns, p).await,
+            refused: prometheus_refused,
         }),
         None => None,
     };

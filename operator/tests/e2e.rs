@@ -417,40 +417,77 @@ async fn s6_spec_change_supersedes_a_rollout_in_progress() {
 #[ignore = "needs testenv"]
 async fn s7_invalid_spec_is_rejected_and_delete_removes_everything() {
     let env = Env::new("s7").await;
-    for (spec, field) in [
-        (json!({"image": "shortener"}), "spec.image"),
+    // Each error names the field; a range is refused twice over, by the OpenAPI bound
+    // (`minimum`/`maximum`, what editors and kubeconform read) and by the CEL rule with its
+    // message, so users of either see why.
+    let cases: [(serde_json::Value, &str, &[&str]); 9] = [
+        (json!({"image": "shortener"}), "spec.image", &[]),
         (
             json!({"image": "shortener:v1", "replicas": 0}),
             "spec.replicas",
+            &[
+                "should be greater than or equal to 1",
+                "spec.replicas must be between 1 and 100",
+            ],
         ),
-        (json!({"image": "shortener:v1", "port": 70000}), "spec.port"),
+        (
+            json!({"image": "shortener:v1", "port": 70000}),
+            "spec.port",
+            &[
+                "should be less than or equal to 65535",
+                "spec.port must be between 1 and 65535",
+            ],
+        ),
         (
             json!({"image": "shortener:v1", "analysis": {"maxErrorRate": 150.0}}),
             "spec.analysis.maxErrorRate",
+            &[
+                "should be less than or equal to 100",
+                "maxErrorRate is a percentage between 0 and 100",
+            ],
         ),
         (
             json!({"image": "shortener:v1", "sla": {"allowedDowntimePerYear": "15 minutes"}}),
             "spec.sla.allowedDowntimePerYear",
+            &[],
         ),
-        (json!({"image": "shortener:v1@sha256:abc"}), "spec.image"),
+        (
+            json!({"image": "shortener:v1@sha256:abc"}),
+            "spec.image",
+            &[],
+        ),
         (
             json!({"image": "shortener:v1", "analysis": {"minBakeRequests": -1}}),
             "spec.analysis.minBakeRequests",
+            &[
+                "should be greater than or equal to 0",
+                "minBakeRequests must be between 0 and 1000000000",
+            ],
         ),
         (
             json!({"image": "shortener:v1", "analysis": {"maxLatencyP99Ms": 0}}),
             "spec.analysis.maxLatencyP99Ms",
+            &[
+                "should be greater than or equal to 1",
+                "maxLatencyP99Ms must be between 1 and 60000",
+            ],
         ),
         (
             json!({"image": "shortener:v1", "analysis": {"insufficientTraffic": "Ignore"}}),
             "spec.analysis.insufficientTraffic",
+            &[],
         ),
-    ] {
+    ];
+    for (spec, field, needles) in cases {
         let err = env
             .apply(spec.clone())
             .await
-            .expect_err("invalid spec accepted");
-        assert!(err.to_string().contains(field), "{spec}: {err}");
+            .expect_err("invalid spec accepted")
+            .to_string();
+        assert!(err.contains(field), "{spec}: {err}");
+        for needle in needles {
+            assert!(err.contains(needle), "{spec}: {needle:?} not in {err}");
+        }
         assert!(
             env.srs.get_opt(NAME).await.unwrap().is_none(),
             "nothing created"

@@ -81,3 +81,6 @@ pub const AWAITING_PROMOTION: &str = "AwaitingPromotion";
 pub const PROMOTION_GATE_NOT_FOUND: &str = "PromotionGateNotFound";
 pub const PROMOTION_GATE_CYCLE: &str = "PromotionGateCycle";
 pub const PROMOTION_GATE_FORBIDDEN: &str = "PromotionGateForbidden";
+/// `spec.analysis.prometheus.address` is not in the operator's `--prometheus-allow` list:
+/// new rollouts are held (phase Blocked), an analysis under way gets no data from it.
+pub const PROMETHEUS_ADDRESS_REFUSED: &str = "PrometheusAddressRefused";

@@ -90,6 +90,7 @@ pub struct ShortenerReleaseSpec {
     /// Pods per revision, 1..=100. Default 2.
     #[serde(default = "default_replicas")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 100").message("spec.replicas must be between 1 and 100"))]
+    #[schemars(range(min = 1, max = 100))]
     pub replicas: i32,
 
     /// Port the shortener listens on (passed as `SHORTENER_PORT`), 1..=65535. Default 8080.
@@ -97,6 +98,7 @@ pub struct ShortenerReleaseSpec {
     /// on the same port during a rollout and a rollback.
     #[serde(default = "default_port")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 65535").message("spec.port must be between 1 and 65535"))]
+    #[schemars(range(min = 1, max = 65535))]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.port is immutable; create a new ShortenerRelease to change it"))]
     pub port: i32,
 
@@ -143,6 +145,7 @@ pub struct ShortenerReleaseSpec {
     /// without waiting for this deadline.
     #[serde(default = "default_progress_deadline")]
     #[x_kube(validation = kube::core::Rule::new("self >= 10 && self <= 3600").message("spec.progressDeadlineSeconds must be between 10 and 3600"))]
+    #[schemars(range(min = 10, max = 3600))]
     pub progress_deadline_seconds: i32,
 
     /// How a new revision is checked before it takes traffic. Default: readiness on
@@ -262,11 +265,13 @@ pub struct RollingSpec {
     /// (`25%`, rounded up). Default `25%`.
     #[serde(default = "default_max_surge")]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9]{1,3}%?$')").message("spec.rolling.maxSurge must be a count like 1 or a percentage like 25%"))]
+    #[schemars(length(min = 1, max = 4))]
     pub max_surge: String,
     /// Pods below `spec.replicas` during the rollout, a count or a percentage (rounded
     /// down). Default `0`: never less capacity than asked for.
     #[serde(default = "default_max_unavailable")]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9]{1,3}%?$')").message("spec.rolling.maxUnavailable must be a count like 1 or a percentage like 25%"))]
+    #[schemars(length(min = 1, max = 4))]
     pub max_unavailable: String,
 }
 
@@ -312,6 +317,7 @@ pub struct HealthCheck {
     /// when that is smaller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 3600").message("spec.healthCheck.startupSeconds must be between 1 and 3600"))]
+    #[schemars(range(min = 1, max = 3600))]
     pub startup_seconds: Option<i32>,
     /// Smoke test the new revision's pods before promotion: create a URL, follow its
     /// redirect. Default true.
@@ -336,10 +342,12 @@ pub struct Analysis {
     /// Seconds between two reads of the new pods' `/metrics`, 1..=300. Default 2.
     #[serde(default = "default_interval")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 300").message("spec.analysis.intervalSeconds must be between 1 and 300"))]
+    #[schemars(range(min = 1, max = 300))]
     pub interval_seconds: i32,
     /// Failing intervals in a row that trigger a rollback, 1..=100. Default 1.
     #[serde(default = "default_failure_limit")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 100").message("spec.analysis.failureLimit must be between 1 and 100"))]
+    #[schemars(range(min = 1, max = 100))]
     pub failure_limit: i32,
     /// Highest tolerated share of 5xx answers in one interval, in percent (0..=100; 0 means
     /// any 5xx fails the interval). Default 5. Only the API routes (`/api/v1/urls...` and
@@ -349,15 +357,18 @@ pub struct Analysis {
     /// count.
     #[serde(default = "default_max_error_rate")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0.0 && self <= 100.0").message("spec.analysis.maxErrorRate is a percentage between 0 and 100"))]
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub max_error_rate: f64,
     /// Seconds the promoted revision must stay healthy before it becomes stable,
     /// 0..=86400. Default 30.
     #[serde(default = "default_bake")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 86400").message("spec.analysis.bakeSeconds must be between 0 and 86400"))]
+    #[schemars(range(min = 0, max = 86400))]
     pub bake_seconds: i32,
     /// Requests an interval needs before its error rate is judged, 1..=1000000. Default 1.
     #[serde(default = "default_min_requests")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 1000000").message("spec.analysis.minRequests must be between 1 and 1000000"))]
+    #[schemars(range(min = 1, max = 1000000))]
     pub min_requests: i64,
     /// Judge the bake with PromQL queries against a Prometheus server, instead of reading
     /// each pod's `/metrics` (unless `scrapePods`). Default: none, the pods are read.
@@ -371,6 +382,7 @@ pub struct Analysis {
     /// `insufficientTraffic`) where traffic is expected.
     #[serde(default = "default_min_bake_requests")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 1000000000").message("spec.analysis.minBakeRequests must be between 0 and 1000000000"))]
+    #[schemars(range(min = 0, max = 1000000000))]
     pub min_bake_requests: i64,
     /// What happens when the bake ends with fewer than `minBakeRequests`: `Hold` (default)
     /// keeps the revision serving and analysed, `Analyzing` with reason
@@ -384,6 +396,7 @@ pub struct Analysis {
     /// fails like one above `maxErrorRate`. Unset: latency is not judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 60000").message("spec.analysis.maxLatencyP99Ms must be between 1 and 60000"))]
+    #[schemars(range(min = 1, max = 60000))]
     pub max_latency_p99_ms: Option<i64>,
 }
 
@@ -425,6 +438,7 @@ pub struct Rollback {
     /// ones among them are kept at zero replicas, so a rollback by hand restores them exactly.
     #[serde(default = "default_history_limit")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 50").message("spec.rollback.revisionHistoryLimit must be between 1 and 50"))]
+    #[schemars(range(min = 1, max = 50))]
     pub revision_history_limit: i32,
 }
 
@@ -475,10 +489,12 @@ pub struct Incident {
     /// Lines of context kept around each error line, 0..=50. Default 3.
     #[serde(default = "default_context_lines")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 50").message("spec.incident.contextLines must be between 0 and 50"))]
+    #[schemars(range(min = 0, max = 50))]
     pub context_lines: i32,
     /// Most lines kept in the excerpt, 1..=10000. Default 200.
     #[serde(default = "default_max_lines")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 10000").message("spec.incident.maxLines must be between 1 and 10000"))]
+    #[schemars(range(min = 1, max = 10000))]
     pub max_lines: i32,
     /// Webhook notified of each incident. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -508,10 +524,10 @@ pub struct Webhook {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct SecretKeyRef {
     /// Secret name. Required.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Key within the Secret. Required.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
@@ -595,6 +611,45 @@ mod tests {
         assert!(crd.contains("\"status\":{}"));
         assert!(crd.contains("startupSeconds must not exceed spec.progressDeadlineSeconds"));
         assert!(crd.contains("startupSeconds must be between 1 and 3600"));
+    }
+
+    /// Editors and kubeconform read OpenAPI bounds, not CEL: every range a CEL rule enforces
+    /// is also the property's `minimum`/`maximum`, so the two cannot drift apart.
+    #[test]
+    fn every_cel_range_is_also_an_openapi_range() {
+        fn walk(path: &str, node: &serde_json::Value, seen: &mut Vec<String>) {
+            let rules = node["x-kubernetes-validations"].as_array();
+            for rule in rules.into_iter().flatten() {
+                let text = rule["rule"].as_str().unwrap_or_default();
+                let Some((low, high)) = text
+                    .strip_prefix("self >= ")
+                    .and_then(|r| r.split_once(" && self <= "))
+                else {
+                    continue;
+                };
+                let (low, high): (f64, f64) = (low.parse().unwrap(), high.parse().unwrap());
+                assert_eq!(node["minimum"].as_f64(), Some(low), "{path}: minimum");
+                assert_eq!(node["maximum"].as_f64(), Some(high), "{path}: maximum");
+                seen.push(path.to_string());
+            }
+            for (name, child) in node["properties"].as_object().into_iter().flatten() {
+                walk(&format!("{path}.{name}"), child, seen);
+            }
+            if node["items"].is_object() {
+                walk(&format!("{path}[]"), &node["items"], seen);
+            }
+        }
+        let crd = serde_json::to_value(ShortenerRelease::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut seen = Vec::new();
+        walk("", schema, &mut seen);
+        // The walk must reach the ranges (a schema layout change would make it vacuous).
+        assert!(seen.contains(&".spec.replicas".to_string()), "{seen:?}");
+        assert!(
+            seen.contains(&".spec.analysis.maxLatencyP99Ms".to_string()),
+            "{seen:?}"
+        );
+        assert_eq!(seen.len(), 14, "{seen:?}");
     }
 
     #[test]

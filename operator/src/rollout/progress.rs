@@ -288,7 +288,8 @@ impl Decider<'_> {
             analysis.errors += sample.errors;
             analysis.pod_counts = sample.pod_counts.clone();
             let promql_passed = promql::record(&mut analysis, sample.prometheus.as_ref());
-            if interval_failed(spec, sample) {
+            let failed = failed_check(spec, sample);
+            if failed.is_some() {
                 analysis.failed_intervals += 1;
                 self.health = Health::Down(since);
             } else if sample.requests >= spec.analysis.min_requests || promql_passed {
@@ -297,10 +298,7 @@ impl Decider<'_> {
             }
             self.st.analysis = Some(analysis.clone());
             if analysis.failed_intervals >= spec.analysis.failure_limit {
-                let msg = match &sample.prometheus {
-                    Some(Verdict::Failed(why)) => format!("PromQL check failed: {why}"),
-                    _ => failure_detail(spec, sample),
-                };
+                let msg = failure_detail(spec, sample, failed);
                 self.fail_promoted(rec, FailureReason::AnalysisFailed, msg, since, &analysis);
                 return None;
             }
@@ -420,10 +418,27 @@ impl Decider<'_> {
     }
 }
 
-pub(super) fn interval_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool {
-    matches!(sample.prometheus, Some(Verdict::Failed(_)))
-        || error_rate_failed(spec, sample)
-        || latency_failed(spec, sample)
+/// The check that failed an interval (the first, in the order the message reports them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FailedCheck {
+    PromQL,
+    ErrorRate,
+    Latency,
+}
+
+pub(super) fn failed_check(
+    spec: &ShortenerReleaseSpec,
+    sample: &AnalysisSample,
+) -> Option<FailedCheck> {
+    if matches!(sample.prometheus, Some(Verdict::Failed(_))) {
+        Some(FailedCheck::PromQL)
+    } else if error_rate_failed(spec, sample) {
+        Some(FailedCheck::ErrorRate)
+    } else if latency_failed(spec, sample) {
+        Some(FailedCheck::Latency)
+    } else {
+        None
+    }
 }
 
 fn error_rate_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool {
@@ -443,21 +458,32 @@ fn latency_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool 
         && latency.p99_seconds * 1000.0 > max_ms as f64
 }
 
-/// What made the last interval fail, for the status, the Event and the incident.
-fn failure_detail(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> String {
+/// What made the last interval fail, for the status, the Event and the incident. `None`
+/// (the limit was lowered mid-bake, the interval itself passed): the error-rate figures.
+fn failure_detail(
+    spec: &ShortenerReleaseSpec,
+    sample: &AnalysisSample,
+    failed: Option<FailedCheck>,
+) -> String {
     let a = &spec.analysis;
-    if !error_rate_failed(spec, sample)
-        && let (Some(max_ms), Some(latency)) = (a.max_latency_p99_ms, &sample.latency)
-    {
-        return format!(
+    match (
+        failed,
+        &sample.prometheus,
+        a.max_latency_p99_ms,
+        &sample.latency,
+    ) {
+        (Some(FailedCheck::PromQL), Some(Verdict::Failed(why)), _, _) => {
+            format!("PromQL check failed: {why}")
+        }
+        (Some(FailedCheck::Latency), _, Some(max_ms), Some(latency)) => format!(
             "p99 latency {:.0}ms over {} requests in the last {}s (limit {max_ms}ms)",
             latency.p99_seconds * 1000.0,
             latency.observed,
             a.interval_seconds
-        );
+        ),
+        _ => format!(
+            "{} of {} requests failed in the last {}s (limit {}%)",
+            sample.errors, sample.requests, a.interval_seconds, a.max_error_rate
+        ),
     }
-    format!(
-        "{} of {} requests failed in the last {}s (limit {}%)",
-        sample.errors, sample.requests, a.interval_seconds, a.max_error_rate
-    )
 }

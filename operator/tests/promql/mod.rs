@@ -119,6 +119,35 @@ async fn s44_promql_check_rolls_back_a_failure_using_a_real_prometheus() {
         assert!(err.to_string().contains(message), "{field}: {err}");
     }
 
+    // An address outside the operator's --prometheus-allow (here 127.0.0.1 only) is never
+    // queried: nothing rolls out, the release says why, with a Warning Event.
+    let mut elsewhere = env.spec("shortener:v1", &[]);
+    elsewhere["analysis"] = promql_analysis("http://prometheus.monitoring.svc:9090");
+    env.apply(elsewhere).await.unwrap();
+    let sr = env
+        .wait_phase(Phase::Blocked, Duration::from_secs(30))
+        .await;
+    let st = sr.status.unwrap();
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Progressing" && c.reason == "PrometheusAddressRefused"),
+        "{:?}",
+        st.conditions
+    );
+    assert!(
+        st.message.contains("http://prometheus.monitoring.svc:9090")
+            && st.message.contains("--prometheus-allow"),
+        "the refusal names the address and the flag: {}",
+        st.message
+    );
+    assert!(
+        st.history.is_empty(),
+        "no revision started: {:?}",
+        st.history
+    );
+    env.wait_warning("PrometheusAddressRefused").await;
+
     // v1 bakes on PromQL alone: it becomes stable only once an interval passed both queries.
     let mut v1 = env.spec("shortener:v1", &[]);
     v1["analysis"] = promql_analysis(&prom.address);

@@ -106,6 +106,9 @@ pub fn spawn_operator_env(
         .args(["--namespace", ns, "--metrics-addr", metrics_addr])
         // s9's webhook receiver listens on loopback, which the operator refuses by default.
         .args(["--webhook-allow-cidr", "127.0.0.0/8"])
+        // s44's Prometheus listens on 127.0.0.1; nothing else may be queried (s44 checks that
+        // another address is refused).
+        .args(["--prometheus-allow", "127.0.0.1"])
         .args(extra)
         .envs(vars.iter().copied())
         .stdout(Stdio::from(log.try_clone().unwrap()))

@@ -76,27 +76,37 @@ fn image_that_failed_in_the_gate_is_never_deployed() {
 
 #[test]
 fn missing_gate_and_cycles_are_warnings_not_hangs() {
+    let refused = "Prometheus address http://kubernetes.default.svc is not allowed";
     let cases = [
         (
             GateState::NotFound {
                 gate: "staging/web".into(),
             },
             "PromotionGateNotFound",
+            "staging/web",
         ),
         (
             GateState::Cycle {
                 gate: "staging/web".into(),
             },
             "PromotionGateCycle",
+            "staging/web",
         ),
         (
             GateState::Forbidden {
                 gate: "staging/web".into(),
             },
             "PromotionGateForbidden",
+            "staging/web",
+        ),
+        // A Prometheus address outside --prometheus-allow holds the rollout the same way.
+        (
+            GateState::PrometheusRefused(refused.into()),
+            "PrometheusAddressRefused",
+            refused,
         ),
     ];
-    for (gate, why) in cases {
+    for (gate, why, needle) in cases {
         let mut w = World::default_spec();
         w.roll_out_healthy();
         w.set_image("shortener:v2", V2);
@@ -105,7 +115,7 @@ fn missing_gate_and_cycles_are_warnings_not_hangs() {
         assert_eq!(w.status.phase, Phase::Blocked, "{why}");
         assert_eq!(w.condition("Progressing").reason, why);
         assert!(plan.events[0].warning, "{why}");
-        assert!(w.status.message.contains("staging/web"), "{why}");
+        assert!(w.status.message.contains(needle), "{why}");
         assert_eq!(active(&plan), Some(V1), "{why}");
     }
 }
