@@ -276,8 +276,9 @@ made_ns+=("$APP_NS")
 # PostgreSQL listens on the node's address on the pod network (real node: the bridge's
 # 10.244.0.1; simulated node: a loopback address of its own) and lets the pod network in.
 if [[ $MODE == real ]]; then
-  pg_listen=$(kubectl get nodes -o 'jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}')
-  pg_clients=$(kubectl get nodes -o 'jsonpath={.items[0].spec.podCIDR}')
+  # NODE_IP, POD_CIDR: written by cluster-up.
+  source "$ROOT/.testenv/real-network.env" || fail "no .testenv/real-network.env (cluster-up writes it)"
+  pg_listen=$NODE_IP pg_clients=$POD_CIDR
 else
   pg_listen=127.0.0.3 pg_clients=127.0.0.0/8
 fi

@@ -10,11 +10,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PG_DIR=$ROOT/.pg/e2e-real
 export KUBECONFIG=$ROOT/.testenv/kubeconfig
-kubectl() { scripts/testenv-exec.sh "$ROOT/testenv/bin/kubectl" "$@"; }
-
-node_ip=$(kubectl get nodes -o 'jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}')
-pod_cidr=$(kubectl get nodes -o 'jsonpath={.items[0].spec.podCIDR}')
-[[ -n $node_ip && -n $pod_cidr ]] || { echo "e2e-real: no node address or pod CIDR (TESTENV_NODE=real make cluster-up)" >&2; exit 1; }
+# NODE_IP, POD_CIDR: written by cluster-up.
+source "$ROOT/.testenv/real-network.env" 2>/dev/null || { echo "e2e-real: no real-node cluster (TESTENV_NODE=real make cluster-up)" >&2; exit 1; }
+node_ip=$NODE_IP pod_cidr=$POD_CIDR
 
 bash scripts/pg.sh down "$PG_DIR" >/dev/null 2>&1
 trap 'bash scripts/pg.sh down "$PG_DIR"' EXIT
@@ -23,4 +21,4 @@ PG_FSYNC=off PG_LISTEN=$node_ip PG_CLIENTS=$pod_cidr scripts/testenv-exec.sh bas
 url=$(cat "$PG_DIR/client-url")
 echo "e2e-real: PostgreSQL on $node_ip for $pod_cidr"
 SHORTENER_E2E_STORE_URL=$url SHORTENER_E2E_PG_URL=$url \
-  scripts/testenv-exec.sh "${CARGO:-cargo}" test -p operator --test e2e -- --ignored --test-threads=1 --exact "$@"
+  scripts/testenv-exec.sh "${CARGO:-cargo}" test -p operator --test e2e -- --ignored --test-threads=1 --nocapture --exact "$@"

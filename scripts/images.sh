@@ -66,6 +66,9 @@ build() {
 }
 bin=$CARGO_TARGET_DIR/$TRIPLE/release
 build shortener Dockerfile.shortener offline "$bin/shortener"
-build shortener-operator Dockerfile.operator offline "$bin/operator"
+# The operator's image carries a CA bundle (its HTTPS webhooks), as distroless does.
+CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+[[ -s $CA_BUNDLE ]] || { echo "images: no $CA_BUNDLE (apt-get install ca-certificates)" >&2; exit 1; }
+build shortener-operator Dockerfile.operator offline "$bin/operator" "$CA_BUNDLE"
 build pause testenv/images/Dockerfile.pause "" "$OUT/pause"
 echo "images: done in $((SECONDS - t0))s"

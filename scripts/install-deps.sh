@@ -18,6 +18,8 @@ if [[ ${1:-} == real ]]; then
   command -v containerd >/dev/null || need_apt+=(containerd)
   command -v runc >/dev/null || need_apt+=(runc)
   command -v buildah >/dev/null || need_apt+=(buildah)
+  # The operator image's CA bundle (scripts/images.sh).
+  [[ -s /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
   command -v iptables >/dev/null || need_apt+=(iptables)
   [[ -x /usr/lib/cni/bridge ]] || need_apt+=(containernetworking-plugins)
 fi

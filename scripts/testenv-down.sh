@@ -58,5 +58,5 @@ for exe in /proc/[0-9]*/exe; do
     kill -KILL "$pid" 2>/dev/null
   fi
 done
-rm -f "$RUN/mode"
+rm -f "$RUN/mode" "$RUN/real-network.env"
 echo "testenv: cluster stopped"

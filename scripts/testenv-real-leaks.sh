@@ -26,7 +26,11 @@ snapshot() {
     kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward \
     net.bridge.bridge-nf-call-iptables 2>/dev/null
   echo "## paths"
-  ls -d /run/containerd /var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /etc/cni/net.d 2>/dev/null
+  # Those that exist (a fresh machine has none of them: `ls` would fail the snapshot).
+  for p in /run/containerd /var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /etc/cni/net.d; do
+    [[ -e $p ]] && echo "$p"
+  done
+  return 0
 }
 case ${1:-} in
 snapshot) snapshot >"$2" ;;

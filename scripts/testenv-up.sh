@@ -83,6 +83,9 @@ bash scripts/testenv-down.sh >/dev/null
 rm -rf "$RUN/etcd" "$RUN/pki" "$RUN/node" "$RUN/logs" "$RUN/pids" "$RUN/services.json" "$RUN/kubeconfig"
 mkdir -p "$RUN/logs" "$RUN/pids" "$RUN/node"
 echo "$MODE" >"$RUN/mode"
+# Where the real node's pod network is, for clients that serve its pods (a PostgreSQL for
+# the tests listens on the node's address and lets the pod CIDR in).
+[[ $MODE == real ]] && printf 'NODE_IP=%s\nPOD_CIDR=%s\n' "$NODE_IP" "$POD_CIDR" >"$RUN/real-network.env"
 
 if [[ $MODE == real ]]; then
   SVC_RANGE=$SVC_CIDR

@@ -30,9 +30,9 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            http: crate::probes::client().map_err(|e| Error::Setup(e.to_string()))?,
+            http: crate::probes::client().map_err(|e| Error::setup(&e))?,
             webhook: WebhookSender::new(WebhookConfig::default())
-                .map_err(|e| Error::Setup(e.to_string()))?,
+                .map_err(|e| Error::setup(&e))?,
             prometheus_allow: Default::default(),
         })
     }

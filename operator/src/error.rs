@@ -17,6 +17,21 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A setup failure with its whole chain of causes: reqwest alone says just "builder
+    /// error" where the cause says what is missing (e.g. no CA certificates in the image).
+    pub fn setup(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Error::Setup(message)
+    }
+}
+
+impl Error {
     /// The class that picks the backoff and the `kind` metric label.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -28,5 +43,24 @@ impl Error {
             Error::Kube(_) => ErrorKind::Transient,
             Error::MissingField(_) | Error::Serialize(_) | Error::Setup(_) => ErrorKind::Permanent,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("builder error")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn setup_errors_carry_their_causes() {
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no CA certificates",
+        ));
+        assert_eq!(
+            super::Error::setup(&e).to_string(),
+            "setting up: builder error: no CA certificates"
+        );
     }
 }

@@ -149,7 +149,6 @@ pub async fn lease_holder(env: &Env) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// One scenario's namespace, operator process and helpers.
 /// The Secret holding `SHORTENER_E2E_STORE_URL` in each scenario's namespace.
 const SHARED_STORE_SECRET: &str = "e2e-store";
 
@@ -161,6 +160,7 @@ fn shared_store_url() -> Option<String> {
         .filter(|url| !url.is_empty())
 }
 
+/// One scenario's namespace, operator process and helpers.
 pub struct Env {
     pub client: Client,
     pub ns: String,
