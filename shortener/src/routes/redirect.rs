@@ -76,7 +76,7 @@ async fn lookup(state: &AppState, method: &str, slug: &str) -> Result<HeaderValu
     }
     let ticket = state.redirects.ticket();
     // Boxed: the store's future is large and rarely needed; inline, it made every redirect's
-    // future bigger, and moving that was a tenth of a redirect's instructions.
+    // future bigger to move around (callgrind: 4% of a redirect's instructions).
     let url = Box::pin(state.store.resolve(slug.to_owned()))
         .await?
         .ok_or_else(|| AppError::NotFound(slug.to_owned()))?;
