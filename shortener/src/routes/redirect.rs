@@ -136,12 +136,12 @@ pub async fn fast<B>(state: AppState, req: Request<B>) -> Response {
 /// What axum's router does to every answer: a `Content-Length` for a body of known size,
 /// and no body for `HEAD`.
 fn finish(mut response: Response, head: bool) -> Response {
-    if !response.headers().contains_key(CONTENT_LENGTH) {
-        if let Some(size) = response.body().size_hint().exact() {
-            response
-                .headers_mut()
-                .insert(CONTENT_LENGTH, HeaderValue::from(size));
-        }
+    if !response.headers().contains_key(CONTENT_LENGTH)
+        && let Some(size) = response.body().size_hint().exact()
+    {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(size));
     }
     if head {
         response.map(|_| Body::empty())
