@@ -1,12 +1,17 @@
 //! The application: shared state, the router assembled from each module's routes, and the
 //! middleware (see `middleware`) every request passes through.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::middleware;
+use axum::response::Response;
+use hyper::body::Incoming;
+use tower::ServiceExt;
 
 use crate::auth::{self, Tokens, WriteLimiter};
 use crate::cache::RedirectCache;
@@ -67,6 +72,36 @@ impl Shared {
             return Err(AppError::Internal(crate::fault::traceback(method, route)));
         }
         Ok(())
+    }
+}
+
+/// The service a connection calls: redirects straight to `routes::redirect::fast`, every
+/// other request through the router. Cloned per connection (two reference counts).
+#[derive(Debug, Clone)]
+pub struct App {
+    state: AppState,
+    router: Router,
+}
+
+impl App {
+    pub fn new(state: AppState) -> Self {
+        Self {
+            router: router(state.clone()),
+            state,
+        }
+    }
+
+    /// Answers one request from the client at `peer`.
+    pub async fn call(self, mut req: hyper::Request<Incoming>, peer: SocketAddr) -> Response {
+        if routes::redirect::takes(&req) {
+            return routes::redirect::fast(self.state, req).await;
+        }
+        req.extensions_mut().insert(ConnectInfo(peer));
+        // Boxed, so the redirect's future does not carry the size of the router's.
+        match Box::pin(self.router.oneshot(req.map(Body::new))).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! What every request passes through, after routing: it is counted, timed and logged, and held
-//! to the request and body deadlines.
+//! What every request passes through, after routing (or instead of it, for a redirect on the
+//! fast path, `routes::redirect::fast`): it is counted, timed and logged, and held to the
+//! request and body deadlines ([`observed`]).
 //!
 //! One hand-written tower layer rather than `axum::middleware::from_fn`: `from_fn` clones and
 //! re-boxes the inner route and boxes a `Next` on every request, which cost a redirect more
@@ -88,24 +89,58 @@ where
             )),
             None => body,
         };
-        let route_label = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-        let in_flight = InFlight::enter(
-            self.state
-                .metrics
-                .in_flight
-                .with_label_values(&[route_label]),
-        );
         let call = self.inner.call(Request::from_parts(parts, body));
         let state = self.state.clone();
         Box::pin(async move {
-            let result = tokio::time::timeout(state.request_timeout, call).await;
-            drop(in_flight);
-            let response = deadline_answer(&state, result, body_state.as_deref());
             let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-            observe(&state, method, route, &uri, started, &response);
-            Ok(response)
+            let call = async move {
+                match call.await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            };
+            Ok(observed(
+                &state,
+                method,
+                route,
+                &uri,
+                started,
+                body_state.as_deref(),
+                call,
+            )
+            .await)
         })
     }
+}
+
+/// Runs a request's handler `call` under the request and body deadlines, and counts, times
+/// and logs it. Every request passes here: through [`Observed`], or, for a redirect, through
+/// the fast path (`routes::redirect::fast`).
+pub async fn observed(
+    state: &AppState,
+    method: &'static str,
+    route: &str,
+    uri: &axum::http::Uri,
+    started: Instant,
+    body_state: Option<&AtomicU8>,
+    call: impl Future<Output = Response>,
+) -> Response {
+    let in_flight = InFlight::enter(state.metrics.in_flight(route));
+    let mut call = std::pin::pin!(call);
+    // Most answers (a cached redirect) are ready at the first poll: no timer for them. The
+    // deadline still counts from when the request arrived.
+    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+    let result = match first {
+        Poll::Ready(response) => Ok(response),
+        Poll::Pending => {
+            let deadline = tokio::time::Instant::from_std(started) + state.request_timeout;
+            tokio::time::timeout_at(deadline, call).await
+        }
+    };
+    drop(in_flight);
+    let response = deadline_answer(state, result, body_state);
+    observe(state, method, route, uri, started, &response);
+    response
 }
 
 /// The request timeout (503 `timeout`: the server was too slow) and the body read timeout
@@ -113,14 +148,13 @@ where
 /// still arriving is the client's doing, so it gets the 408 too, never a 5xx.
 fn deadline_answer(
     state: &AppState,
-    result: Result<Result<Response, Infallible>, tokio::time::error::Elapsed>,
+    result: Result<Response, tokio::time::error::Elapsed>,
     body_state: Option<&AtomicU8>,
 ) -> Response {
     let body_now = body_state.map_or(BODY_DONE, |st| st.load(Ordering::SeqCst));
     match result {
         Ok(_) if body_now == BODY_TIMED_OUT => AppError::BodyTimeout.into_response(),
-        Ok(Ok(response)) => response,
-        Ok(Err(never)) => match never {},
+        Ok(response) => response,
         Err(_) if body_now != BODY_DONE => AppError::BodyTimeout.into_response(),
         Err(_) => AppError::Timeout(state.request_timeout).into_response(),
     }
@@ -148,14 +182,7 @@ fn observe(
     }
     state
         .metrics
-        .requests
-        .with_label_values(&[method, route, status.as_str()])
-        .inc();
-    state
-        .metrics
-        .duration
-        .with_label_values(&[method, route])
-        .observe(elapsed.as_secs_f64());
+        .observe(method, route, status, elapsed.as_secs_f64());
     // Microsecond precision, as a number so JSON logs can be queried numerically.
     let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
     if status.is_server_error() {

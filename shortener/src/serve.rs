@@ -25,9 +25,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
+use crate::app::App;
+use crate::metrics::Metrics;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -35,9 +34,6 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
-use tower::ServiceExt;
-
-use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -59,11 +55,11 @@ content-length: 92\r\n\
 \r\n\
 {\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections; retry later\"}}";
 
-/// Serves `router` until `shutdown` completes, then stops accepting and waits for the
+/// Serves `app` until `shutdown` completes, then stops accepting and waits for the
 /// connections' requests to finish (idle connections are closed at once).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: App,
     limits: Limits,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
@@ -100,15 +96,14 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
         let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity), limits));
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let busy = Busy::begin(Arc::clone(&activity));
-            req.extensions_mut().insert(ConnectInfo(peer));
-            let call = router.clone().oneshot(req.map(Body::new));
+            let call = app.clone().call(req, peer);
             async move {
                 let response = call.await;
                 drop(busy);
-                response
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
         let conn = graceful.watch(http.serve_connection(io, service));

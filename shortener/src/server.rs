@@ -152,7 +152,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
     };
-    serve::serve(listener, app::router(state), limits, metrics, async move {
+    let app = app::App::new(state);
+    serve::serve(listener, app, limits, metrics, async move {
         shutdown_signal().await;
         draining.store(true, std::sync::atomic::Ordering::SeqCst);
         if !config.shutdown_delay.is_zero() {

@@ -197,3 +197,73 @@ async fn at_the_default_level_a_redirect_logs_nothing() {
         logs.join("\n")
     );
 }
+
+/// A redirect takes the fast path (`GET`/`HEAD` of a plain one-segment path, no body) or goes
+/// through axum's router (a `%` escape, a body); a client and the metrics cannot tell which.
+#[tokio::test]
+async fn the_redirect_fast_path_answers_like_the_router() {
+    let (_dir, store) = temp_store();
+    let s = Server::start_ready(&store, &[]).await;
+    let c = client();
+    create_ok(&c, &s, "https://example.com/same", Some("abc")).await;
+
+    // (path, body): the first of each pair is fast, the second routed.
+    let pairs = [
+        (("/abc", None), ("/%61bc", None)),
+        (("/abc", None), ("/abc", Some("x"))),
+        (("/nope", None), ("/%6Eope", None)),
+    ];
+    let answer = |method: reqwest::Method, path: &'static str, body: Option<&'static str>| {
+        let mut req = c.request(method, s.url(path));
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let mut headers: Vec<(String, String)> = r
+                .headers()
+                .iter()
+                .filter(|(k, _)| *k != "date")
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            headers.sort();
+            (r.status().as_u16(), headers, r.text().await.unwrap())
+        }
+    };
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        for ((fast, fast_body), (routed, routed_body)) in pairs {
+            let a = answer(method.clone(), fast, fast_body).await;
+            let b = answer(method.clone(), routed, routed_body).await;
+            assert_eq!(a, b, "{method} {fast} vs {routed}");
+        }
+    }
+    // Four GETs of "abc" (two fast, two routed) are four hits; HEADs are none.
+    common::eventually("the hits are counted", || async {
+        info(&c, &s, "abc").await.1["hits"] == 4
+    })
+    .await;
+    let text = common::metrics(&c, &s).await;
+    for (line, n) in [
+        (
+            r#"shortener_http_requests_total{code="308",method="GET",route="/{slug}"}"#,
+            4,
+        ),
+        (
+            r#"shortener_http_requests_total{code="308",method="HEAD",route="/{slug}"}"#,
+            4,
+        ),
+        (
+            r#"shortener_http_requests_total{code="404",method="GET",route="/{slug}"}"#,
+            2,
+        ),
+        (
+            r#"shortener_http_request_duration_seconds_count{method="GET",route="/{slug}"}"#,
+            6,
+        ),
+    ] {
+        assert!(
+            text.lines().any(|l| l == format!("{line} {n}")),
+            "{line} {n} not in\n{text}"
+        );
+    }
+}

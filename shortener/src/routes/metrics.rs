@@ -9,8 +9,10 @@ use axum::routing::get;
 use crate::app::AppState;
 use crate::error::AppError;
 
+pub const PATH: &str = "/metrics";
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+    Router::new().route(PATH, get(metrics))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {

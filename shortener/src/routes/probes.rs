@@ -10,10 +10,13 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::error::AppError;
 
+pub const HEALTHZ: &str = "/healthz";
+pub const READYZ: &str = "/readyz";
+
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route(HEALTHZ, get(healthz))
+        .route(READYZ, get(readyz))
 }
 
 async fn healthz() -> Json<Value> {
