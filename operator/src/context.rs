@@ -31,8 +31,7 @@ impl Context {
             client,
             metrics,
             http: crate::probes::client().map_err(|e| Error::setup(&e))?,
-            webhook: WebhookSender::new(WebhookConfig::default())
-                .map_err(|e| Error::setup(&e))?,
+            webhook: WebhookSender::new(WebhookConfig::default()).map_err(|e| Error::setup(&e))?,
             prometheus_allow: Default::default(),
         })
     }
