@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use operator::api::{Outcome, Phase, ShortenerRelease};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use support::env::{Env, NAME, cluster};
+use support::env::{Env, NAME, cluster, create_namespace};
 use support::traffic::one_request;
-use support::{eventually, root, unique_namespace};
+use support::{eventually, root};
 
 /// Requests start every this often, whatever the previous ones do (open loop), so every
 /// system sees the same offered load however slow or broken it is.
@@ -364,14 +364,7 @@ struct Baseline {
 impl Baseline {
     async fn new(system: System) -> Baseline {
         let client = cluster().await;
-        let ns = unique_namespace(&format!("bench-{}", system.name()));
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
+        let ns = create_namespace(&client, &format!("bench-{}", system.name())).await;
         let store = root().join(format!(".testenv/e2e/{ns}.db"));
         Baseline { client, ns, store }
     }

@@ -1702,20 +1702,6 @@ async fn assert_all_resolve(
     }
 }
 
-async fn create_secret(env: &Env, name: &str, key: &str, value: &str) {
-    Api::<Secret>::namespaced(env.client.clone(), &env.ns)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "stringData": {key: value},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-}
-
 /// The PostgreSQL store: the URL comes from a Secret; URLs created through v1 resolve
 /// through v2 after a blue-green promotion, and after a bad v3 is rolled back.
 #[tokio::test]
@@ -1724,7 +1710,7 @@ async fn s17_postgres_store_keeps_every_url_across_promotion_and_rollback() {
     let pg_url = std::env::var("SHORTENER_E2E_PG_URL")
         .expect("SHORTENER_E2E_PG_URL (make e2e starts a PostgreSQL server and sets it)");
     let env = Env::new("s17").await;
-    create_secret(&env, "shortener-store", "url", &pg_url).await;
+    env.create_secret("shortener-store", "url", &pg_url).await;
     let spec = |image: &str, extra: &[(&str, &str)]| {
         let mut spec = without_env_store(env.spec(image, extra));
         spec["store"] =
@@ -1866,7 +1852,7 @@ async fn s18_restricted_namespace_accepts_defaults_and_refusals_fail_at_once() {
 #[ignore = "needs testenv"]
 async fn s19_pod_template_reaches_the_deployment_and_owned_fields_are_refused() {
     let env = Env::new("s19").await;
-    create_secret(&env, "api-token", "token", "s3cret").await;
+    env.create_secret("api-token", "token", "s3cret").await;
     Api::<ServiceAccount>::namespaced(env.client.clone(), &env.ns)
         .create(
             &PostParams::default(),

@@ -149,6 +149,19 @@ pub async fn lease_holder(env: &Env) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// Creates a namespace named `prefix` plus a unique suffix; returns its name.
+pub async fn create_namespace(client: &Client, prefix: &str) -> String {
+    let ns = unique_namespace(prefix);
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    ns
+}
+
 /// The Secret holding `SHORTENER_E2E_STORE_URL` in each scenario's namespace.
 const SHARED_STORE_SECRET: &str = "e2e-store";
 
@@ -173,14 +186,7 @@ pub struct Env {
 impl Env {
     pub async fn new(scenario: &str) -> Env {
         let client = cluster().await;
-        let ns = unique_namespace(&format!("e2e-{scenario}"));
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
+        let ns = create_namespace(&client, &format!("e2e-{scenario}")).await;
         let metrics_addr = free_addr();
         // Under .testenv/e2e/, which cluster-up does not wipe.
         let store_dir = root().join(".testenv/e2e");
@@ -196,17 +202,7 @@ impl Env {
             store,
         };
         if let Some(url) = shared_store_url() {
-            Api::<Secret>::namespaced(env.client.clone(), &env.ns)
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({
-                        "metadata": {"name": SHARED_STORE_SECRET},
-                        "stringData": {"url": url},
-                    }))
-                    .unwrap(),
-                )
-                .await
-                .unwrap();
+            env.create_secret(SHARED_STORE_SECRET, "url", &url).await;
         }
         let url = format!("http://{}/readyz", env.metrics_addr);
         eventually("operator /readyz", Duration::from_secs(30), || {
@@ -218,6 +214,21 @@ impl Env {
         })
         .await;
         env
+    }
+
+    /// Creates the Secret `name` holding `key: value` in this scenario's namespace.
+    pub async fn create_secret(&self, name: &str, key: &str, value: &str) {
+        Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "stringData": {key: value},
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
     }
 
     /// A spec sharing this scenario's store, fast intervals, and extra env.
