@@ -398,6 +398,39 @@ pub struct Analysis {
     #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 60000").message("spec.analysis.maxLatencyP99Ms must be between 1 and 60000"))]
     #[schemars(range(min = 1, max = 60000))]
     pub max_latency_p99_ms: Option<i64>,
+    /// Also judge each interval against the stable revision: how much worse than the
+    /// stable revision's own bake the new one may be. Catches a regression that stays under
+    /// the absolute limits (a service whose normal error rate is 2% and a release at 4.5%,
+    /// under a `maxErrorRate` of 5). Unset: only the absolute limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_to_stable: Option<RelativeToStable>,
+}
+
+/// Limits relative to the stable revision, whose figures were recorded when it became stable
+/// (`status.history[].bake`). Without such figures (a first release, a stable revision that
+/// baked without judged requests, or one promoted by an older operator) the interval is
+/// judged by the absolute limits alone, and the status message says so.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.maxErrorRateIncrease) || has(self.maxLatencyP99IncreasePercent)").message("spec.analysis.relativeToStable: set maxErrorRateIncrease, maxLatencyP99IncreasePercent or both"))]
+pub struct RelativeToStable {
+    /// Highest tolerated rise of an interval's error rate over the stable revision's error
+    /// rate during its whole bake, in percentage points, 0..=100 (stable at 2% and a limit
+    /// of 1: an interval above 3% fails). Judged from `minRequests` requests on.
+    /// Unset: error rates are not compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0.0 && self <= 100.0").message("spec.analysis.relativeToStable.maxErrorRateIncrease is in percentage points, between 0 and 100"))]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub max_error_rate_increase: Option<f64>,
+    /// Highest tolerated rise of an interval's p99 latency over the stable revision's
+    /// highest interval p99 during its bake, in percent, 0..=10000 (stable at 40ms and a
+    /// limit of 50: an interval above 60ms fails). Comparing with the stable revision's
+    /// worst interval, not its average, keeps ordinary jitter from rolling a release back.
+    /// Unset: latencies are not compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 10000").message("spec.analysis.relativeToStable.maxLatencyP99IncreasePercent must be between 0 and 10000"))]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_latency_p99_increase_percent: Option<i64>,
 }
 
 /// What a bake with too little traffic leads to.
@@ -422,6 +455,7 @@ impl Default for Analysis {
             min_bake_requests: default_min_bake_requests(),
             insufficient_traffic: InsufficientTraffic::default(),
             max_latency_p99_ms: None,
+            relative_to_stable: None,
         }
     }
 }
@@ -649,7 +683,7 @@ mod tests {
             seen.contains(&".spec.analysis.maxLatencyP99Ms".to_string()),
             "{seen:?}"
         );
-        assert_eq!(seen.len(), 14, "{seen:?}");
+        assert_eq!(seen.len(), 16, "{seen:?}");
     }
 
     #[test]

@@ -173,6 +173,32 @@ pub struct RevisionRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub finished_at: Option<Timestamp>,
+    /// What the bake measured, recorded when the revision became stable: the baseline a
+    /// later revision is judged against (`spec.analysis.relativeToStable`). Absent for a
+    /// revision that never became stable or baked without a judged request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<BakeFigures>,
+}
+
+/// A stable revision's bake, in the terms a later revision is compared in.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BakeFigures {
+    /// Judged requests (API routes, not 4xx) during the bake.
+    pub requests: i64,
+    /// 5xx answers among them.
+    pub errors: i64,
+    /// The highest p99 latency of one interval, in milliseconds; absent when no interval
+    /// timed `minRequests` requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_latency_p99_ms: Option<f64>,
+}
+
+impl BakeFigures {
+    /// The error rate in percent (`requests` is never 0: such a bake records no figures).
+    pub fn error_rate(&self) -> f64 {
+        (self.errors as f64) * 100.0 / (self.requests.max(1) as f64)
+    }
 }
 
 /// Bake progress of a promoted revision.
@@ -206,6 +232,10 @@ pub struct AnalysisStatus {
     /// The last PromQL result: each query's value and bounds, or why it gave no number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<String>,
+    /// The highest p99 latency of one interval so far, in milliseconds (intervals that
+    /// timed at least `minRequests` requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_latency_p99_ms: Option<f64>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -224,6 +254,7 @@ impl AnalysisStatus {
             pod_counts: BTreeMap::new(),
             prometheus_passed_intervals: 0,
             prometheus: None,
+            peak_latency_p99_ms: None,
         }
     }
 }

@@ -160,6 +160,7 @@ mod tests {
             started_at: Timestamp::UNIX_EPOCH,
             promoted_at: None,
             finished_at: None,
+            bake: None,
         }
     }
 

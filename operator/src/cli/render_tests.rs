@@ -19,6 +19,7 @@ fn record(n: i64, image: &str, outcome: Outcome, reason: Option<&str>) -> Revisi
         started_at: ts(&format!("2026-01-01T10:0{n}:00Z")),
         promoted_at: (outcome == Outcome::Promoted).then(|| ts(&format!("2026-01-01T10:0{n}:05Z"))),
         finished_at: Some(ts(&format!("2026-01-01T10:0{n}:30Z"))),
+        bake: None,
     }
 }
 

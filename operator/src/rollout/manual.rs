@@ -205,6 +205,7 @@ impl Decider<'_> {
                     started_at: now,
                     promoted_at: None,
                     finished_at: Some(now),
+                    bake: None,
                 });
                 n
             }
@@ -219,6 +220,7 @@ impl Decider<'_> {
             started_at: now,
             promoted_at: None,
             finished_at: None,
+            bake: None,
         });
         self.st.current_revision = Some(number);
         self.st.analysis = None;

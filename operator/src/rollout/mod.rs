@@ -15,6 +15,7 @@
 //! - [`blue_green`], [`rolling`]: one module per strategy (the [`Rules`] that differ).
 
 mod blue_green;
+mod checks;
 pub mod conditions;
 mod failure;
 mod manual;

@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::checks::{Baseline, failed_check, failure_detail, judged_p99_ms};
 use super::{
-    AnalysisSample, Course, Decider, FAST_REQUEUE, GATE_REQUEUE, Health, IDLE_REQUEUE, Probe,
-    RevisionObservation, SmokeResult, seconds_between,
+    Course, Decider, FAST_REQUEUE, GATE_REQUEUE, Health, IDLE_REQUEUE, Probe, RevisionObservation,
+    SmokeResult, seconds_between,
 };
 use crate::api::reason;
 use crate::api::{
-    AnalysisStatus, FailureReason, InsufficientTraffic, Outcome, Phase, RevisionRecord,
-    ShortenerReleaseSpec,
+    AnalysisStatus, BakeFigures, FailureReason, InsufficientTraffic, Outcome, Phase, RevisionRecord,
 };
-use crate::promql::{self, Verdict};
+use crate::promql;
 
 /// Where the checks of a revision without traffic stand.
 pub(super) enum Checks {
@@ -137,6 +137,7 @@ impl Decider<'_> {
             started_at: now,
             promoted_at: None,
             finished_at: None,
+            bake: None,
         });
         self.st.current_revision = Some(number);
         self.st.analysis = None;
@@ -288,7 +289,12 @@ impl Decider<'_> {
             analysis.errors += sample.errors;
             analysis.pod_counts = sample.pod_counts.clone();
             let promql_passed = promql::record(&mut analysis, sample.prometheus.as_ref());
-            let failed = failed_check(spec, sample);
+            if let Some(ms) = judged_p99_ms(spec, sample) {
+                analysis.peak_latency_p99_ms =
+                    Some(analysis.peak_latency_p99_ms.map_or(ms, |p| p.max(ms)));
+            }
+            let baseline = self.baseline();
+            let failed = failed_check(spec, sample, baseline.as_ref());
             if failed.is_some() {
                 analysis.failed_intervals += 1;
                 self.health = Health::Down(since);
@@ -298,7 +304,7 @@ impl Decider<'_> {
             }
             self.st.analysis = Some(analysis.clone());
             if analysis.failed_intervals >= spec.analysis.failure_limit {
-                let msg = failure_detail(spec, sample, failed);
+                let msg = failure_detail(spec, sample, failed, baseline.as_ref());
                 self.fail_promoted(rec, FailureReason::AnalysisFailed, msg, since, &analysis);
                 return None;
             }
@@ -329,7 +335,7 @@ impl Decider<'_> {
             Phase::Analyzing,
             reason::BAKING,
             format!(
-                "revision {} serving; baking {}s, {} errors in {} requests so far{}",
+                "revision {} serving; baking {}s, {} errors in {} requests so far{}{}",
                 rec.revision,
                 spec.analysis.bake_seconds,
                 analysis.errors,
@@ -337,7 +343,8 @@ impl Decider<'_> {
                 analysis
                     .prometheus
                     .as_ref()
-                    .map_or_else(String::new, |p| format!("; {p}"))
+                    .map_or_else(String::new, |p| format!("; {p}")),
+                self.baseline_note()
             ),
         );
         None
@@ -376,6 +383,31 @@ impl Decider<'_> {
         }
     }
 
+    /// The stable revision's bake figures, when `relativeToStable` compares with them.
+    fn baseline(&self) -> Option<Baseline> {
+        self.input.spec.analysis.relative_to_stable.as_ref()?;
+        let stable = self.st.stable_revision?;
+        let rec = self.st.history.iter().find(|r| r.revision == stable)?;
+        Some(Baseline {
+            revision: stable,
+            figures: rec.bake.clone()?,
+        })
+    }
+
+    /// Says so in the bake's message when `relativeToStable` is set but nothing can be
+    /// compared: never a comparison silently skipped.
+    fn baseline_note(&self) -> String {
+        if self.input.spec.analysis.relative_to_stable.is_none() || self.baseline().is_some() {
+            return String::new();
+        }
+        match self.st.stable_revision {
+            Some(n) => {
+                format!("; not compared with stable revision {n}: it recorded no bake figures")
+            }
+            None => "; not compared with a stable revision: there is none yet".to_string(),
+        }
+    }
+
     pub(super) fn promote(
         &mut self,
         rec: &RevisionRecord,
@@ -399,9 +431,21 @@ impl Decider<'_> {
 
     pub(super) fn make_stable(&mut self, rec: &RevisionRecord) {
         let now = self.now();
+        // The bake's figures become the baseline of the next revision's (relativeToStable).
+        let bake = self
+            .st
+            .analysis
+            .as_ref()
+            .filter(|a| a.requests > 0)
+            .map(|a| BakeFigures {
+                requests: a.requests,
+                errors: a.errors,
+                peak_latency_p99_ms: a.peak_latency_p99_ms,
+            });
         if let Some(r) = self.record_mut(rec.revision) {
             r.outcome = Outcome::Promoted;
             r.finished_at = Some(now);
+            r.bake = bake;
         }
         self.st.stable_revision = Some(rec.revision);
         self.st.analysis = None;
@@ -415,75 +459,5 @@ impl Decider<'_> {
         let msg = format!("revision {} is stable", rec.revision);
         self.event(false, reason::ROLLOUT_SUCCEEDED, msg.clone());
         self.set_phase(Phase::Healthy, reason::ROLLOUT_SUCCEEDED, msg);
-    }
-}
-
-/// The check that failed an interval (the first, in the order the message reports them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum FailedCheck {
-    PromQL,
-    ErrorRate,
-    Latency,
-}
-
-pub(super) fn failed_check(
-    spec: &ShortenerReleaseSpec,
-    sample: &AnalysisSample,
-) -> Option<FailedCheck> {
-    if matches!(sample.prometheus, Some(Verdict::Failed(_))) {
-        Some(FailedCheck::PromQL)
-    } else if error_rate_failed(spec, sample) {
-        Some(FailedCheck::ErrorRate)
-    } else if latency_failed(spec, sample) {
-        Some(FailedCheck::Latency)
-    } else {
-        None
-    }
-}
-
-fn error_rate_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool {
-    if sample.requests < spec.analysis.min_requests || sample.requests <= 0 {
-        return false;
-    }
-    // errors/requests > max% without floating the counts.
-    (sample.errors as f64) * 100.0 > spec.analysis.max_error_rate * (sample.requests as f64)
-}
-
-/// The interval's p99 above `maxLatencyP99Ms`, judged from `minRequests` timed requests on.
-fn latency_failed(spec: &ShortenerReleaseSpec, sample: &AnalysisSample) -> bool {
-    let (Some(max_ms), Some(latency)) = (spec.analysis.max_latency_p99_ms, &sample.latency) else {
-        return false;
-    };
-    latency.observed >= spec.analysis.min_requests.max(1)
-        && latency.p99_seconds * 1000.0 > max_ms as f64
-}
-
-/// What made the last interval fail, for the status, the Event and the incident. `None`
-/// (the limit was lowered mid-bake, the interval itself passed): the error-rate figures.
-fn failure_detail(
-    spec: &ShortenerReleaseSpec,
-    sample: &AnalysisSample,
-    failed: Option<FailedCheck>,
-) -> String {
-    let a = &spec.analysis;
-    match (
-        failed,
-        &sample.prometheus,
-        a.max_latency_p99_ms,
-        &sample.latency,
-    ) {
-        (Some(FailedCheck::PromQL), Some(Verdict::Failed(why)), _, _) => {
-            format!("PromQL check failed: {why}")
-        }
-        (Some(FailedCheck::Latency), _, Some(max_ms), Some(latency)) => format!(
-            "p99 latency {:.0}ms over {} requests in the last {}s (limit {max_ms}ms)",
-            latency.p99_seconds * 1000.0,
-            latency.observed,
-            a.interval_seconds
-        ),
-        _ => format!(
-            "{} of {} requests failed in the last {}s (limit {}%)",
-            sample.errors, sample.requests, a.interval_seconds, a.max_error_rate
-        ),
     }
 }

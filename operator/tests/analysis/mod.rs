@@ -118,11 +118,45 @@ async fn s51_analysis_404_flood_does_not_hide_shorten_500() {
 #[tokio::test]
 #[ignore = "needs testenv"]
 async fn s52_analysis_latency_regression_is_rolled_back() {
-    let env = Env::new("s52").await;
-    let mut spec = env.spec("shortener:v1", &[]);
-    spec["analysis"]["maxLatencyP99Ms"] = json!(100);
-    spec["analysis"]["bakeSeconds"] = json!(8);
-    env.apply(spec).await.unwrap();
+    let st = latency_regression("s52", json!({"maxLatencyP99Ms": 100})).await;
+    assert!(st.message.contains("p99"), "{}", st.message);
+    assert!(!st.message.contains("relativeToStable"), "{}", st.message);
+}
+
+/// The same regression with no absolute limit at all: judged against v1's own bake
+/// (`relativeToStable`), whose figures the status recorded when v1 became stable.
+#[tokio::test]
+#[ignore = "needs testenv"]
+async fn s53_analysis_regression_against_the_stable_revision_is_rolled_back() {
+    let st = latency_regression(
+        "s53",
+        json!({"relativeToStable": {"maxLatencyP99IncreasePercent": 200}}),
+    )
+    .await;
+    let v1 = st.history[0].bake.clone().expect("v1's bake figures");
+    assert!(v1.requests > 0, "{v1:?}");
+    let peak = v1.peak_latency_p99_ms.expect("v1's peak p99");
+    assert!(peak < 100.0, "v1 answers in a few ms: {v1:?}");
+    assert!(st.message.contains("relativeToStable"), "{}", st.message);
+    assert!(st.message.contains("stable revision 1"), "{}", st.message);
+}
+
+/// v1 baked under traffic with `analysis` (it must pass), then v2 with `latency=300ms` and
+/// the same `analysis` rolled back after promotion; the final status.
+async fn latency_regression(
+    name: &str,
+    analysis: serde_json::Value,
+) -> operator::api::ShortenerReleaseStatus {
+    let env = Env::new(name).await;
+    let with = |image: &str, env_vars: &[(&str, &str)], bake: i64| {
+        let mut spec = env.spec(image, env_vars);
+        for (k, v) in analysis.as_object().into_iter().flatten() {
+            spec["analysis"][k] = v.clone();
+        }
+        spec["analysis"]["bakeSeconds"] = json!(bake);
+        spec
+    };
+    env.apply(with("shortener:v1", &[], 8)).await.unwrap();
     // v1's bake judges its own latency under traffic: the baseline passes the limit.
     env.wait_phase(Phase::Analyzing, Duration::from_secs(90))
         .await;
@@ -130,10 +164,13 @@ async fn s52_analysis_latency_regression_is_rolled_back() {
     env.wait_phase(Phase::Healthy, Duration::from_secs(90))
         .await;
     traffic.more(20).await;
-    let mut spec = env.spec("shortener:v2", &[("SHORTENER_FAULT", "latency=300ms")]);
-    spec["analysis"]["maxLatencyP99Ms"] = json!(100);
-    spec["analysis"]["bakeSeconds"] = json!(60);
-    env.apply(spec).await.unwrap();
+    env.apply(with(
+        "shortener:v2",
+        &[("SHORTENER_FAULT", "latency=300ms")],
+        60,
+    ))
+    .await
+    .unwrap();
     let sr = env.wait_outcome(2, Outcome::Failed).await;
     let tally = traffic.stop().await;
     assert_eq!(
@@ -144,7 +181,7 @@ async fn s52_analysis_latency_regression_is_rolled_back() {
     assert!(st.history[1].promoted_at.is_some(), "v2 was promoted first");
     assert_eq!(st.phase, Phase::RolledBack);
     assert_eq!(st.stable_revision, Some(1), "v1 passed with ~1 ms");
-    assert!(st.message.contains("p99"), "{}", st.message);
-    eprintln!("s52: {tally:?}; {}", st.message);
+    eprintln!("{name}: {tally:?}; {}", st.message);
     env.cleanup().await;
+    st
 }

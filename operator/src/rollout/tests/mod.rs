@@ -7,6 +7,7 @@ mod gate;
 mod manual;
 mod progress;
 mod promql;
+mod relative;
 mod rolling;
 mod scale;
 
