@@ -108,6 +108,11 @@ pub struct Config {
     #[arg(long, env = "SHORTENER_MAX_CONNECTIONS", default_value_t = 1000)]
     pub max_connections: usize,
 
+    /// HTTP worker threads, each with its own listener on the port (`SO_REUSEPORT`), 1..=256.
+    /// Default: one per CPU the process may use (its cgroup's CPU limit counts).
+    #[arg(long, env = "SHORTENER_HTTP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub http_workers: Option<u16>,
+
     /// Time a resolved redirect is served from memory before the store is asked again: how
     /// long a delete made through another replica may take to be seen here.
     #[arg(long, env = "SHORTENER_REDIRECT_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]

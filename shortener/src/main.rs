@@ -16,6 +16,7 @@ mod slug;
 mod store;
 mod target;
 mod telemetry;
+mod workers;
 
 use std::process::ExitCode;
 

@@ -56,15 +56,16 @@ content-length: 92\r\n\
 {\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections; retry later\"}}";
 
 /// Serves `app` until `shutdown` completes, then stops accepting and waits for the
-/// connections' requests to finish (idle connections are closed at once).
+/// connections' requests to finish (idle connections are closed at once). A connection
+/// holds one of `slots` while open (`max_connections`, shared by all workers).
 pub async fn serve(
     listener: TcpListener,
     app: App,
     limits: Limits,
+    slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -13,8 +13,9 @@ use crate::fault::{FaultParseError, Faults};
 use crate::hits::HitCounter;
 use crate::metrics::{Metrics, MetricsError};
 use crate::routes::ShortUrls;
-use crate::serve::{self, Limits};
+use crate::serve::Limits;
 use crate::store::{Location, LocationError, Store, StoreError};
+use crate::workers::{self, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -98,10 +99,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         tokio::time::sleep(left).await;
     }
     let addr = SocketAddr::new(config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let local = listener.local_addr().map_err(StartError::Serve)?;
+    let workers = config.http_workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let listeners =
+        workers::bind(addr, workers).map_err(|source| StartError::Bind { addr, source })?;
+    let local = listeners[0].local_addr().map_err(StartError::Serve)?;
     let short_urls = ShortUrls {
         public: public_url,
         allowed_hosts: config
@@ -144,6 +148,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         store = %store.location(),
         group_commit = store.group_commit(),
         api_tokens = state.tokens.len(),
+        http_workers = workers,
         "listening"
     );
 
@@ -153,19 +158,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         max_connections: config.max_connections,
     };
     let app = app::App::new(state);
-    serve::serve(listener, app, limits, metrics, async move {
-        shutdown_signal().await;
-        draining.store(true, std::sync::atomic::Ordering::SeqCst);
-        if !config.shutdown_delay.is_zero() {
-            tracing::info!(
-                delay = ?config.shutdown_delay,
-                "not ready; serving on until the load balancer has let go"
-            );
-            tokio::time::sleep(config.shutdown_delay).await;
-        }
-        tracing::info!("draining in-flight requests");
-    })
-    .await;
+    let workers = Workers::start(listeners, &app, limits, &metrics).map_err(StartError::Serve)?;
+    shutdown_signal().await;
+    draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    if !config.shutdown_delay.is_zero() {
+        tracing::info!(
+            delay = ?config.shutdown_delay,
+            "not ready; serving on until the load balancer has let go"
+        );
+        tokio::time::sleep(config.shutdown_delay).await;
+    }
+    tracing::info!("draining in-flight requests");
+    workers.stop().await;
 
     flusher.abort();
     if let Some(sweeper) = sweeper {

@@ -194,6 +194,16 @@ async fn listen_after_beyond_its_bound_refuses_to_start() {
 }
 
 #[tokio::test]
+async fn an_http_worker_count_out_of_range_refuses_to_start() {
+    let (_dir, store) = temp_store();
+    for bad in ["0", "257", "many"] {
+        let (status, out) = run_to_exit(&store, &[("SHORTENER_HTTP_WORKERS", bad)]);
+        assert_eq!(status.code(), Some(2), "{bad}: {out}");
+        assert!(out.contains("--http-workers"), "{bad}: {out}");
+    }
+}
+
+#[tokio::test]
 async fn errors_after_works_then_fails() {
     let (_dir, store) = temp_store();
     let started = Instant::now();

@@ -227,8 +227,16 @@ async fn a_slow_body_is_answered_408_and_counted_as_a_client_error() {
 async fn connections_over_the_cap_are_answered_503_and_closed() {
     let (_dir, store) = temp_store();
     // Listening is enough (no readiness poll: its pooled connection would take a slot, and
-    // this test's blocking reads keep the client's runtime from ever closing it).
-    let s = Server::start(&store, &[("SHORTENER_MAX_CONNECTIONS", "2")]);
+    // this test's blocking reads keep the client's runtime from ever closing it). Four HTTP
+    // workers, each accepting on its own listener: the cap is the process's, whichever
+    // worker the kernel hands a connection to.
+    let s = Server::start(
+        &store,
+        &[
+            ("SHORTENER_MAX_CONNECTIONS", "2"),
+            ("SHORTENER_HTTP_WORKERS", "4"),
+        ],
+    );
     let mut held: Vec<TcpStream> = Vec::new();
     let deadline = Instant::now() + DEADLINE;
     while held.len() < 2 {
